@@ -1,0 +1,34 @@
+"""The pure-function view of an NNX model: ``f(params, x)``.
+
+Curvature, landscape and ensemble code needs the loss as a pure function of the
+parameters (``jax.hessian``, ``jax.jvp(jax.grad(loss), ...)``, ``vmap`` over
+parameter sets). ``pure(model)`` splits an NNX module into its graph, its
+trainable ``nnx.Param`` state and everything else (batch statistics, RNG
+counters), and returns a callable that merges them back on every call (the
+pattern of flax's ``examples/nnx_toy_examples/01_functional_api.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from flax import nnx
+
+
+@dataclass(frozen=True)
+class PureModel:
+    """``model(params, x)`` for a fixed graph and fixed non-parameter state."""
+
+    graphdef: Any
+    rest: Any
+
+    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        return nnx.merge(self.graphdef, params, self.rest)(x)
+
+
+def pure(model: nnx.Module) -> tuple[PureModel, Any]:
+    """Split ``model`` into ``(PureModel, params)`` with params an ``nnx.State``."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return PureModel(graphdef, rest), params
