@@ -24,9 +24,19 @@ def name_to_int(name: str | int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+_USED: list[tuple[int, tuple[str | int, ...]]] = []
+
+
 def derive(root_seed: int, *names: str | int) -> jax.Array:
-    """``jax.random.key(root_seed)`` folded with each name in turn."""
+    """``jax.random.key(root_seed)`` folded with each name in turn (recorded for provenance)."""
+    if (int(root_seed), names) not in _USED:
+        _USED.append((int(root_seed), names))
     key = jax.random.key(int(root_seed))
     for name in names:
         key = jax.random.fold_in(key, name_to_int(name))
     return key
+
+
+def used_streams() -> list[str]:
+    """Every (root seed, names) stream derived in this process, as 'seed/name/name'."""
+    return ["/".join(str(part) for part in (seed, *names)) for seed, names in _USED]

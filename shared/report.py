@@ -1,0 +1,145 @@
+"""The HTML report: one self-contained static page (images embedded as base64).
+
+Scorecard first (module × claim: paper vs ours, verdict, colour), then per module
+its figures with the captions its run wrote (setup and measured numbers), its
+claims' reasoning, and its provenance.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.io import atomic_path, read_json
+from shared.plotting import VERDICT_COLOURS
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9em; margin: 0.8em 0; }
+th, td { border: 1px solid #ddd; padding: 6px 8px; vertical-align: top; text-align: left; }
+th { background: #f4f4f4; }
+.verdict { color: white; font-weight: 600; border-radius: 4px; padding: 2px 6px; white-space: nowrap; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #444; margin-top: 0.4em; }
+.small { font-size: 0.85em; color: #555; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto;
+       font-size: 0.8em; }
+.ours { font-size: 0.75em; background: #e3f2fd; border-radius: 3px; padding: 1px 4px; }
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _value_summary(values: dict[str, Any]) -> str:
+    """A short text for the measured values: scalars as they are, lists by their extremes."""
+    parts = []
+    for name, value in values.items():
+        if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+            parts.append(f"{name}: n={len(value)}, min {min(value):.3g}, max {max(value):.3g}")
+        elif isinstance(value, float):
+            parts.append(f"{name} = {value:.4g}")
+        else:
+            text = json.dumps(value)
+            parts.append(f"{name} = {text if len(text) < 120 else text[:117] + '…'}")
+    return "; ".join(parts) if parts else "—"
+
+
+def _badge(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#555")
+    return f'<span class="verdict" style="background:{colour}">{_esc(verdict)}</span>'
+
+
+def _scorecard(modules: list[tuple[str, dict[str, Any]]]) -> str:
+    rows = []
+    for module, verdicts in modules:
+        for claim in verdicts["claims"]:
+            ours = ' <span class="ours">our test</span>' if claim.get("ours") else ""
+            rows.append(
+                "<tr class='scorecard-row'>"
+                f"<td><a href='#{_esc(module)}'>{_esc(module)}</a></td>"
+                f"<td><b>{_esc(claim['id'])}</b>{ours}<br><span class='small'>{_esc(claim['statement'])}</span></td>"
+                f"<td>{_esc(claim['paper_value']) if claim['paper_value'] is not None else '—'}</td>"
+                f"<td>{_esc(_value_summary(claim['values']))}</td>"
+                f"<td>{_badge(claim['verdict'])}</td></tr>"
+            )
+    return (
+        "<table id='scorecard'><thead><tr><th>module</th><th>claim</th><th>paper</th>"
+        "<th>ours (measured)</th><th>verdict</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def _module_section(module: str, outdir: Path, verdicts: dict[str, Any]) -> str:
+    parts = [f"<h2 id='{_esc(module)}'>{_esc(module)}</h2>"]
+    parts.append(f"<p class='small'>{_esc(verdicts['paper']['citation'])}</p>")
+    if verdicts.get("conventions"):
+        parts.append(f"<p class='small'><b>Conventions.</b> {_esc(verdicts['conventions'])}</p>")
+    rows = "".join(
+        f"<tr><td><b>{_esc(c['id'])}</b></td><td>{_esc(c['where'])}</td>"
+        f"<td>{_esc(c['measured'])}</td><td>{_esc(c['reason'])}</td><td>{_badge(c['verdict'])}</td></tr>"
+        for c in verdicts["claims"]
+    )
+    parts.append(
+        "<table><thead><tr><th>claim</th><th>where in the paper</th><th>what we measure</th>"
+        f"<th>how the verdict was reached</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    for registry in sorted((outdir / "figures").glob("*.json")):
+        for fig in read_json(registry):
+            data = base64.b64encode((outdir / fig["file"]).read_bytes()).decode("ascii")
+            parts.append(
+                f"<figure><img alt='{_esc(fig['title'])}' src='data:image/png;base64,{data}'>"
+                f"<figcaption><b>{_esc(fig['title'])}.</b> {_esc(fig['caption'])}</figcaption></figure>"
+            )
+    prov_path = outdir / "provenance.json"
+    if prov_path.exists():
+        prov = read_json(prov_path)
+        code = prov["code"]
+        device = prov["device"]
+        walls = ", ".join(f"{k} {v:.1f} s" for k, v in prov.get("rule_wall_s", {}).items())
+        parts.append(
+            "<p class='small'><b>Provenance.</b> "
+            f"commit {_esc(code['commit'][:10])}{' (uncommitted changes)' if code['dirty'] else ''}; "
+            f"device {_esc(', '.join(device['devices']))} ({_esc(device['backend'])}, "
+            f"x64={device['x64']}); seed {_esc(prov['seed'])}; wall time per rule: {_esc(walls or '—')}.</p>"
+            f"<details><summary class='small'>full provenance</summary><pre>"
+            f"{_esc(json.dumps(prov, indent=1))}</pre></details>"
+        )
+    return "\n".join(parts)
+
+
+def render(results: Path, modules: list[str], scale: str) -> str:
+    loaded = [(m, read_json(results / m / "verdicts.json")) for m in modules]
+    counts: dict[str, int] = {}
+    for _, v in loaded:
+        for c in v["claims"]:
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    body = [
+        "<h1>landscape-replications</h1>",
+        f"<p class='small'>Scale <b>{_esc(scale)}</b>; generated "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; {len(modules)} module(s); "
+        f"{_esc(summary)}. Every value under “ours” is computed by the run that made this page; "
+        "the paper's values come from each module's claims.yaml.</p>",
+        "<h2>Scorecard</h2>",
+        _scorecard(loaded),
+    ]
+    body += [_module_section(m, results / m, v) for m, v in loaded]
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>landscape-replications report ({_esc(scale)})</title><style>{CSS}</style></head>"
+        "<body>" + "\n".join(body) + "</body></html>"
+    )
+
+
+def write_report(results: Path, modules: list[str], out: Path, scale: str = "quick") -> None:
+    text = render(results, modules, scale)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,57 @@
+# Rules every module shares: verdicts, provenance and the per-module target.
+# Included by the top-level Snakefile before the modules' rules.smk files.
+import json
+import sys
+
+PY = sys.executable
+STEP = f"{PY} -m shared.cli step --scale {SCALE}"
+MODULE_STEPS = {}  # module -> its measurement steps (filled by module_verdict_rules)
+
+
+def module_config_json(module):
+    """The module's config section + scale, as JSON: a rule reruns when it changes."""
+    return json.dumps({module: config.get(module, {}), "scale": SCALE}, sort_keys=True)
+
+
+def module_verdict_rules(module, steps):
+    """Register a module's measurement steps for the shared verdict rule."""
+    MODULE_STEPS[module] = list(steps)
+
+
+def module_measurements(wildcards):
+    return [f"{RESULTS}/{wildcards.module}/measurements/{s}.json" for s in MODULE_STEPS[wildcards.module]]
+
+
+def module_outputs(module):
+    out = f"{RESULTS}/{module}"
+    return [f"{out}/verdicts.json", f"{out}/provenance.json"] + [
+        f"{out}/figures/{step}.json" for step in MODULE_STEPS[module]
+    ]
+
+
+wildcard_constraints:
+    module="|".join(MODULES),
+
+
+rule verdicts:
+    input:
+        module_measurements,
+        "replications/{module}/claims.yaml",
+    output:
+        f"{RESULTS}/{{module}}/verdicts.json"
+    shell:
+        f"{PY} -m shared.cli verdicts {{wildcards.module}} --outdir {RESULTS}/{{wildcards.module}}"
+
+
+rule provenance:
+    input:
+        module_measurements
+    output:
+        f"{RESULTS}/{{module}}/provenance.json"
+    params:
+        cfg=lambda wc: module_config_json(wc.module)
+    shell:
+        (
+        f"{PY} -m shared.cli provenance {{wildcards.module}} --scale {SCALE} "
+        f"--outdir {RESULTS}/{{wildcards.module}} --config-json {{params.cfg:q}}"
+    )
