@@ -273,7 +273,10 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
     wall = time.perf_counter() - start
     optimum = float(lam[p:].sum())
     decoders = np.asarray(final_params["decoder"]["kernel"].value).transpose(0, 2, 1)  # A = kernelᵀ
-    angles = np.array([theory.principal_angles(a, vec[:, :p]).max() for a in decoders])
+    angles = np.array(
+        [theory.principal_angles(a, vec[:, :p]).max() if np.all(np.isfinite(a)) else np.nan
+         for a in decoders]
+    )
     return pd.DataFrame(
         dict(
             run=np.arange(spec["runs"]),

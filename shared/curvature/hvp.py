@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from shared.curvature.operators import Operator, apply
+from shared.curvature.operators import Operator, Static, apply, static_key
 
 Reduction = Literal["mean", "sum"]
 LossFn = Callable[[Any, Any], jax.Array]
@@ -137,12 +137,21 @@ def reduce_batches(fn: Callable[[Any], Any], data: Batches, reduction: Reduction
     return total
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _HessianMatvec:
     """H v = Σ_b w_b ∂²loss_fn(θ, batch_b) v, forward-over-reverse per batch."""
 
     loss_fn: LossFn
     reduction: Reduction
+
+    def _key(self) -> tuple:
+        return (static_key(self.loss_fn), self.reduction)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _HessianMatvec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __call__(self, args: tuple[Any, Batches], v: jax.Array) -> jax.Array:
         params, data = args
@@ -171,16 +180,22 @@ def hvp(loss_fn: LossFn, params: Any, data: Batches, v: jax.Array, *, reduction:
     return apply(hessian_operator(loss_fn, params, data, reduction=reduction), v)
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "reduction"))
-def full_loss(loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction) -> jax.Array:
-    """L(θ) over all batches, weighted as in the module docstring."""
-    return reduce_batches(lambda b: loss_fn(params, b), data, reduction)
+@partial(jax.jit, static_argnames=("loss", "reduction"))
+def _full_loss(loss: Static, params: Any, data: Batches, reduction: Reduction) -> jax.Array:
+    return reduce_batches(lambda b: loss.value(params, b), data, reduction)
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "reduction"))
-def full_gradient(
-    loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction
-) -> jax.Array:
-    """∇L(θ), raveled, over all batches."""
-    grad = lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0]
+@partial(jax.jit, static_argnames=("loss", "reduction"))
+def _full_gradient(loss: Static, params: Any, data: Batches, reduction: Reduction) -> jax.Array:
+    grad = lambda b: ravel_pytree(jax.grad(loss.value)(params, b))[0]
     return reduce_batches(grad, data, reduction)
+
+
+def full_loss(loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction) -> jax.Array:
+    """L(θ) over all batches, weighted as in the module docstring (jitted)."""
+    return _full_loss(Static(loss_fn), params, data, reduction)
+
+
+def full_gradient(loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction) -> jax.Array:
+    """∇L(θ), raveled, over all batches (jitted)."""
+    return _full_gradient(Static(loss_fn), params, data, reduction)

@@ -12,7 +12,7 @@ Stacks of vectors are rows: ``V`` has shape ``[k, n]`` and ``matmat(V)[i] = A V[
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,33 @@ import jax.numpy as jnp
 import numpy as np
 
 Matvec = Callable[[Any, jax.Array], jax.Array]
+
+
+def static_key(obj: Any) -> Hashable:
+    """A hashable stand-in for a user callable in jit-static metadata.
+
+    The object itself if it is hashable (plain functions: by identity), otherwise its
+    identity (e.g. ``PureModel``, which holds an unhashable ``nnx.State``). Jitted code is
+    reused for the same callable object; the cache keeps it alive, so ids are not recycled.
+    """
+    try:
+        hash(obj)
+    except TypeError:
+        return ("id", id(obj))
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class Static:
+    """Wraps a callable for ``jax.jit`` static arguments, compared by :func:`static_key`."""
+
+    value: Any
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Static) and static_key(self.value) == static_key(other.value)
+
+    def __hash__(self) -> int:
+        return hash(static_key(self.value))
 
 
 @jax.tree_util.register_dataclass
@@ -57,7 +84,7 @@ def _shifted_matvec(args: tuple[Operator, jax.Array], v: jax.Array) -> jax.Array
     return op.matvec(v) - shift * v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _CallableMatvec:
     """Adapter for a closure ``matvec(v)``; equality is the closure's identity."""
 

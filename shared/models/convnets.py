@@ -28,6 +28,11 @@ from shared.models.mlp import BN_EPSILON, BN_MOMENTUM, Rngish, dropout_rngs
 PAD1 = ((1, 1), (1, 1))  # PyTorch's padding=1 for a 3×3 kernel (symmetric)
 
 
+def _ceil_half(n: int) -> int:
+    """Output side of a 'same' (or ceil-mode) pool with stride 2."""
+    return (n + 1) // 2
+
+
 def _bn(features: int, rngs: nnx.Rngs, param_dtype: Any) -> nnx.BatchNorm:
     return nnx.BatchNorm(
         features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs
@@ -111,7 +116,7 @@ class KeskarShallow(nnx.Module):
     ) -> None:
         self.conv1 = ConvBNReLU(in_channels, 64, 5, rngs=rngs, param_dtype=param_dtype)
         self.conv2 = ConvBNReLU(64, 64, 5, rngs=rngs, param_dtype=param_dtype)
-        side = -(-(-(-image_size // 2)) // 2)  # two 'same' pools of stride 2: ceil twice
+        side = _ceil_half(_ceil_half(image_size))  # two 'same' pools of stride 2
         self.fc1 = DenseBNReLU(
             side * side * 64, 384, dropout=dropout, rngs=rngs, param_dtype=param_dtype
         )
@@ -161,7 +166,7 @@ class KeskarDeep(nnx.Module):
         for item in cfg:
             if isinstance(item, str):
                 pool_after[-1] = True
-                side = -(-side // 2)
+                side = _ceil_half(side)
             else:
                 out_ch, p = item
                 convs.append(
@@ -172,7 +177,9 @@ class KeskarDeep(nnx.Module):
         self.convs = nnx.List(convs)
         self.pool_after = tuple(pool_after)
         self.drop_in = nnx.Dropout(0.5)
-        self.fc = DenseBNReLU(side * side * ch, 512, dropout=0.5, rngs=rngs, param_dtype=param_dtype)
+        self.fc = DenseBNReLU(
+            side * side * ch, 512, dropout=0.5, rngs=rngs, param_dtype=param_dtype
+        )
         self.out = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, rngs: Rngish = None) -> jax.Array:
@@ -213,7 +220,7 @@ class VGG(nnx.Module):
         for item in cfg:
             if isinstance(item, str):
                 pool_after[-1] = True
-                side = -(-side // 2)  # ceil_mode=True
+                side = _ceil_half(side)  # ceil_mode=True
             else:
                 convs.append(
                     ConvBNReLU(ch, int(item), 3, padding=PAD1, rngs=rngs, param_dtype=param_dtype)

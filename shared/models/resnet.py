@@ -79,7 +79,9 @@ class BasicBlock(nnx.Module):
         self.stride = stride
         self.pad_channels = c_out - c_in
         needs_projection = shortcut == "B" and (stride != 1 or c_in != c_out)
-        self.proj_conv = _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
+        self.proj_conv = (
+            _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
+        )
         self.proj_bn = _bn(c_out, rngs, param_dtype) if needs_projection else None
 
     def residual(self, x: jax.Array) -> jax.Array:
@@ -160,4 +162,6 @@ def resnet(
     **kw: Any,
 ) -> CifarResNet:
     """ResNet-``depth`` (``width``× wide); ``noshort=True`` removes every shortcut."""
-    return CifarResNet(depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width, **kw)
+    return CifarResNet(
+        depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width, **kw
+    )

@@ -44,9 +44,11 @@ def make_evaluator(
             xb, yb, mb = batch
             out, _ = net.apply(params, state, xb, mode=mode)
             m = mb.astype(out.dtype)
-            return (carry[0] + jnp.sum(loss(out, yb) * m), carry[1] + jnp.sum(correct(out, yb) * m)), None
+            loss_sum = carry[0] + jnp.sum(loss(out, yb) * m)
+            return (loss_sum, carry[1] + jnp.sum(correct(out, yb) * m)), None
 
-        dtype = jnp.result_type(*[leaf.dtype for leaf in jax.tree_util.tree_leaves(params)], x.dtype)
+        leaves = jax.tree_util.tree_leaves(params)
+        dtype = jnp.result_type(*[leaf.dtype for leaf in leaves], x.dtype)
         zero = jnp.zeros((), dtype)
         (loss_sum, n_correct), _ = jax.lax.scan(body, (zero, zero), (xp, yp, mask))
         return loss_sum / n, n_correct / n

@@ -56,19 +56,24 @@ class Network:
         """``(outputs, new_state)``; ``new_state is state`` outside train mode."""
         if mode not in _FLAGS:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        model = nnx.merge(self.graphs[mode], params, state)
+        model = nnx.merge(self.graphs[mode], params, state, copy=True)
         if self.takes_rngs and key is not None:
             out = model(x, rngs=key)
         else:
             out = model(x)
         if mode != "train":
             return out, state
-        _, _, new_state = nnx.split(model, nnx.Param, ...)
-        return out, new_state
+        return out, _split3(model)[2]
 
     def model(self, params: Any, state: Any, mode: Mode = "eval") -> nnx.Module:
         """A stateful NNX module holding (copies of references to) these arrays."""
         return nnx.merge(self.graphs[mode], params, state)
+
+
+def _split3(model: nnx.Module) -> tuple[Any, Any, Any]:
+    """``(graphdef, params, everything else)``."""
+    parts: Any = nnx.split(model, nnx.Param, ...)
+    return parts[0], parts[1], parts[2]
 
 
 def _accepts_rngs(model: nnx.Module) -> bool:
@@ -84,7 +89,7 @@ def network_from_model(model: nnx.Module) -> tuple[Network, Any, Any]:
     params = state = None
     for mode, flags in _FLAGS.items():
         view = nnx.view(model, raise_if_not_found=False, **flags)
-        graphs[mode], p, s = nnx.split(view, nnx.Param, ...)
+        graphs[mode], p, s = _split3(view)
         if mode == "train":
             params, state = p, s
     return Network(graphs, _accepts_rngs(model)), params, state

@@ -1,0 +1,84 @@
+"""The verdict engine: each rule type decides correctly, and a false claim fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.claims import apply_rule, judge, load_claims
+from shared.config import available_modules, module_dir
+
+
+def claim(rule: dict, partial: dict | None = None, paper_value=None) -> dict:  # type: ignore[no-untyped-def]
+    out = {"id": "X", "statement": "s", "where": "w", "measured": "m", "rule": rule,
+           "paper_value": paper_value}
+    if partial:
+        out["partial"] = partial
+    return out
+
+
+@pytest.mark.parametrize(
+    "rule, value, holds",
+    [
+        ({"type": "at_most", "threshold": 1e-9}, 1e-12, True),
+        ({"type": "at_most", "threshold": 1e-9}, 1e-6, False),
+        ({"type": "at_most", "threshold": 1e-9}, [1e-12, 1e-3], False),
+        ({"type": "at_most", "threshold": 1.0}, float("nan"), False),
+        ({"type": "at_least", "threshold": 0.5}, [0.6, 0.9], True),
+        ({"type": "at_least", "threshold": 0.5}, [0.6, 0.4], False),
+        ({"type": "equals", "target": 0}, 0, True),
+        ({"type": "equals", "target": 0}, 2, False),
+        ({"type": "monotone", "direction": "increasing"}, [1, 2, 2, 5], True),
+        ({"type": "monotone", "direction": "increasing", "strict": True}, [1, 2, 2, 5], False),
+        ({"type": "monotone", "direction": "decreasing"}, [3, 2, 4], False),
+        ({"type": "fraction_at_most", "threshold": 1.0, "min_fraction": 0.75}, [0, 0, 0, 5], True),
+        ({"type": "fraction_at_most", "threshold": 1.0, "min_fraction": 0.8}, [0, 0, 0, 5], False),
+    ],
+)
+def test_rules(rule: dict, value, holds: bool) -> None:  # type: ignore[no-untyped-def]
+    rule = {**rule, "quantity": "q"}
+    assert apply_rule(rule, {"q": value}, None).holds is holds
+
+
+def test_close_to_paper_and_ratio() -> None:
+    rule = {"type": "close_to_paper", "quantity": "q", "rtol": 0.1}
+    assert apply_rule(rule, {"q": 1.05}, 1.0).holds
+    assert not apply_rule(rule, {"q": 1.2}, 1.0).holds
+    ratio = {"type": "ratio_at_least", "quantity": "a", "denominator": "b", "threshold": 10}
+    assert apply_rule(ratio, {"a": 100.0, "b": 5.0}, None).holds
+    assert not apply_rule(ratio, {"a": 30.0, "b": 5.0}, None).holds
+
+
+def test_a_false_claim_is_not_reproduced() -> None:
+    """A claim that the minimum has a negative eigenvalue must fail on correct numbers."""
+    v = judge(claim({"type": "at_most", "quantity": "lam_min", "threshold": -1e-3}), {"lam_min": 0.0})
+    assert v.verdict == "not reproduced"
+    assert "lam_min" in v.reason and v.values == {"lam_min": 0.0}
+
+
+def test_partial_and_not_testable() -> None:
+    rule = {"type": "at_most", "quantity": "gap", "threshold": 1e-6}
+    partial = {"type": "fraction_at_most", "quantity": "gap", "threshold": 1e-6, "min_fraction": 0.5}
+    assert judge(claim(rule, partial), {"gap": [0, 0, 1]}).verdict == "partially reproduced"
+    assert judge(claim(rule, partial), {"gap": [0, 1, 1]}).verdict == "not reproduced"
+    assert judge(claim(rule), {}).verdict == "not testable at this scale"
+    why = {"gap": {"not_testable": "needs MNIST"}}
+    verdict = judge(claim(rule), why)
+    assert verdict.verdict == "not testable at this scale" and verdict.reason == "needs MNIST"
+    assert judge(claim({"type": "close_to_paper", "quantity": "gap"}), {"gap": 1.0}).verdict == (
+        "not testable at this scale"
+    )
+
+
+@pytest.mark.parametrize("module", available_modules())
+def test_every_claims_file_is_valid(module: str) -> None:
+    claims = load_claims(module_dir(module) / "claims.yaml")
+    assert claims["claims"], module
+
+
+def test_claims_schema_rejects_a_claim_without_a_rule(tmp_path: Path) -> None:
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("paper: {citation: x}\nclaims:\n  - {id: A, statement: s, where: w, measured: m}\n")
+    with pytest.raises(Exception, match="rule"):
+        load_claims(bad)

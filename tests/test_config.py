@@ -1,0 +1,109 @@
+"""Config validation: every malformed setting stops the run before any compute with one
+message naming the key, the value and what is allowed; nothing is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, coerce_tree, module_defaults, resolve, validate_all
+from tests.conftest import ROOT, run_snakemake
+
+BALDI = "baldi_linear_autoencoder"
+
+
+def config_with(overrides: dict) -> dict:  # type: ignore[type-arg]
+    base = module_defaults(BALDI)
+    base[BALDI] = {**base[BALDI], **overrides.pop(BALDI, {})}
+    return {**base, **overrides}
+
+
+def test_defaults_are_valid_at_every_scale() -> None:
+    for scale in ("smoke", "quick", "paper"):
+        cfg = resolve(config_with({"scale": scale}), BALDI)
+        assert cfg["scale"] == scale and cfg["seed"] == 0
+
+
+def test_overrides_from_the_command_line_are_coerced() -> None:
+    assert coerce_tree({"a": "500", "b": "1e-3", "c": "true", "d": "digits", "e": "[1, 2]"}) == {
+        "a": 500, "b": 0.001, "c": True, "d": "digits", "e": [1, 2]
+    }
+    cfg = resolve(config_with({BALDI: {"critical_points": {"p": "2"}}}), BALDI)
+    assert cfg["critical_points"]["p"] == 2
+
+
+GD = {"dataset": "digits", "p": 8, "runs": 10, "steps": 10, "lr": 0.4, "init_scale": 0.001}
+MALFORMED = [
+    ({"scale": "huge"}, ["scale", "huge", "smoke, quick, paper"]),
+    ({"scael": "paper"}, ["scael", "allowed"]),
+    ({"data_dir": 5}, ["data_dir", "5"]),
+    ({BALDI: {"seed": -1}}, ["seed", "-1", ">= 0"]),
+    ({BALDI: {"seed": "abc"}}, ["seed", "abc"]),
+    ({BALDI: {"critical_points": {"p": 0}}}, ["critical_points.p", "0", ">= 1"]),
+    ({BALDI: {"critical_points": {"p": 9}}}, ["critical_points.p", "9"]),
+    ({BALDI: {"critical_points": {"p": "three"}}}, ["critical_points.p", "three", "integer"]),
+    ({BALDI: {"critical_points": {"p": 7, "spectrum": [3, 2, 1]}}}, ["critical_points.p", "p < n"]),
+    ({BALDI: {"critical_points": {"samples": 2}}}, ["samples", ">= n"]),
+    ({BALDI: {"critical_points": {"spectrum": [4, 4, 2, 1]}}}, ["spectrum", "distinct"]),
+    ({BALDI: {"critical_points": {"spectrum": [3, -1, 1]}}}, ["spectrum", "-1"]),
+    ({BALDI: {"critical_points": {"dataset": "cifar"}}}, ["dataset", "cifar", "synthetic"]),
+    ({BALDI: {"critical_points": {"colour": "red"}}}, ["colour", "allowed keys"]),
+    ({BALDI: {"gradient_descent": []}}, ["gradient_descent", "at least 1"]),
+    ({BALDI: {"gradient_descent": [{**GD, "runs": 0}]}}, ["runs", "0", ">= 1"]),
+    ({BALDI: {"gradient_descent": [{**GD, "lr": 0.9}]}}, ["lr", "0.9", "<= 0.5"]),
+    ({BALDI: {"gradient_descent": [{**GD, "lr": -1}]}}, ["lr", "-1"]),
+    ({BALDI: {"gradient_descent": [{**GD, "p": 64}]}}, ["p", "64", "input dimension 64"]),
+    ({BALDI: {"gradient_descent": [{**GD, "dataset": "imagenet"}]}}, ["dataset", "imagenet"]),
+    ({BALDI: {"gradient_descent": [{**GD, "dataset": "synthetic"}]}}, ["spectrum", "missing"]),
+    ({BALDI: {"gradient_descent": [{**GD, "steps": 1.5}]}}, ["steps", "1.5", "integer"]),
+    ({BALDI: {"gradient_descent": [{k: v for k, v in GD.items() if k != "lr"}]}}, ["lr"]),
+]
+
+
+@pytest.mark.parametrize("overrides, words", MALFORMED)
+def test_malformed_config_is_rejected_with_a_clear_message(overrides: dict, words: list[str]) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError) as info:
+        validate_all(config_with(json.loads(json.dumps(overrides))))
+    message = str(info.value)
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_unknown_module_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="unknown module 'nope'.*allowed: baldi"):
+        resolve(config_with({}), "nope")
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    overrides = json.dumps({BALDI: {"critical_points": {"p": 0}}})
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "step", BALDI, "critical_points", "--scale", "smoke",
+         "--outdir", str(tmp_path / "out"), "--config-json", overrides],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "critical_points.p" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--config", "scale=huge"], ["scale", "huge"]),
+        (["--config", f"{BALDI}={{critical_points: {{p: 0}}}}"], ["critical_points.p", ">= 1"]),
+        (["--config", "modules=all"], ["modules", "allowed"]),
+    ],
+)
+def test_snakemake_rejects_bad_config_before_any_compute(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    proc = run_snakemake(args, tmp_path / "results", timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr[-2000:])
+    assert not (tmp_path / "results").exists()
