@@ -37,13 +37,14 @@ def test_zeroed_residual_branch_is_zero_without_shortcut() -> None:
 
 
 def test_noshort_network_has_no_residual_path() -> None:
-    short = CifarResNet(8, rngs=nnx.Rngs(0), shortcut="B")
-    noshort = CifarResNet(8, rngs=nnx.Rngs(0), shortcut="none")
-    assert all(b.skip(jnp.ones((1, 4, 4, b.conv1.in_features))) is None for b in noshort.blocks)
+    short = nnx.eval_shape(lambda: CifarResNet(8, rngs=nnx.Rngs(0), shortcut="B"))
+    noshort = nnx.eval_shape(lambda: CifarResNet(8, rngs=nnx.Rngs(0), shortcut="none"))
+    assert all(b.shortcut == "none" and b.proj_conv is None for b in noshort.blocks)
     assert any(b.proj_conv is not None for b in short.blocks)  # option B projections
-    assert all(b.proj_conv is None for b in noshort.blocks)
-    # The stage-changing blocks of option A pad channels and subsample.
-    a_block = BasicBlock(4, 8, 2, shortcut="A", rngs=nnx.Rngs(0))
+    block = nnx.eval_shape(lambda: BasicBlock(4, 4, 1, shortcut="none", rngs=nnx.Rngs(0)))
+    assert block.skip(jnp.ones((1, 2, 2, 4))) is None
+    # Option A's stage-changing shortcut subsamples and zero-pads channels.
+    a_block = nnx.eval_shape(lambda: BasicBlock(4, 8, 2, shortcut="A", rngs=nnx.Rngs(0)))
     x = jnp.arange(2 * 4 * 4 * 4, dtype=jnp.float32).reshape(2, 4, 4, 4)
     skip = a_block.skip(x)
     assert skip is not None and skip.shape == (2, 2, 2, 8)
@@ -53,28 +54,36 @@ def test_noshort_network_has_no_residual_path() -> None:
 
 def test_batchnorm_modes_and_state_updates() -> None:
     net, params, state = init_network(
-        lambda r: CifarResNet(8, rngs=r, shortcut="A"), jax.random.key(0)
+        lambda r: MLP((5, 8, 8, 3), batch_norm=True, dropout=0.5, rngs=r), jax.random.key(0)
     )
-    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3.0 + 1.0
-    out_train, new_state = net.apply(params, state, x, mode="train")
-    out_eval, same_state = net.apply(params, state, x, mode="eval")
-    out_bs, bs_state = net.apply(params, state, x, mode="batch_stats")
+    x = jax.random.normal(jax.random.key(1), (16, 5)) * 3.0 + 1.0
+    key = jax.random.key(2)
+    out_train, new_state = net.apply(params, state, x, mode="train", key=key)
+    out_eval, same_state = net.apply(params, state, x, mode="eval", key=key)
+    out_bs, bs_state = net.apply(params, state, x, mode="batch_stats", key=key)
     assert same_state is state and bs_state is state
-    np.testing.assert_allclose(np.asarray(out_train), np.asarray(out_bs), rtol=1e-6)
-    assert not np.allclose(np.asarray(out_train), np.asarray(out_eval))
+    assert not np.allclose(np.asarray(out_train), np.asarray(out_bs))  # dropout only in train
+    assert not np.allclose(np.asarray(out_bs), np.asarray(out_eval))  # batch vs running stats
     changed = jax.tree_util.tree_map(
         lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), new_state, state
     )
     assert all(jax.tree_util.tree_leaves(changed))  # every running statistic moved
+    # batch_stats mode normalises with the batch's own statistics: the hidden
+    # pre-activations after BN have zero mean over the batch.
+    model = net.model(params, state, mode="batch_stats")
+    h = model.norms[0](model.layers[0](x))
+    np.testing.assert_allclose(
+        np.asarray(h.mean(0)), np.asarray(params["norms"][0]["bias"][...]), atol=1e-5
+    )
 
 
 def test_nnx_train_eval_switch_on_the_module() -> None:
-    model = registry.build("keskar_c1", rngs=nnx.Rngs(0), image_size=8)
-    assert model.fc1.bn.use_running_average is False
+    model = nnx.eval_shape(lambda: registry.build("keskar_c1", rngs=nnx.Rngs(0), image_size=8))
+    assert model.fc1.bn.use_running_average is False and not model.fc1.dropout.deterministic
     model.eval()
     assert model.fc1.bn.use_running_average is True and model.fc1.dropout.deterministic
-    x = jnp.ones((2, 8, 8, 3))
-    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))  # no randomness
+    model.train()
+    assert model.conv1.bn.use_running_average is False
 
 
 def test_dropout_depends_only_on_the_call_key() -> None:
@@ -86,13 +95,14 @@ def test_dropout_depends_only_on_the_call_key() -> None:
     assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
-def test_float64_params_give_float64_outputs() -> None:
+def test_float64_params_give_float64_outputs_and_statistics() -> None:
     with jax.enable_x64(True):
         model = MLP((3, 4, 2), batch_norm=True, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
         out = model(jnp.ones((2, 3), jnp.float64))
         assert out.dtype == jnp.float64
-        resnet = CifarResNet(8, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-        leaves = jax.tree_util.tree_leaves(nnx.state(resnet, nnx.Param))
+        assert model.norms[0].mean[...].dtype == jnp.float64  # running stats updated in float64
+        resnet = nnx.eval_shape(lambda: CifarResNet(8, rngs=nnx.Rngs(0), param_dtype=jnp.float64))
+        leaves = jax.tree_util.tree_leaves(nnx.state(resnet))
         assert all(leaf.dtype == jnp.float64 for leaf in leaves)
 
 

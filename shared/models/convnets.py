@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shared.models.mlp import BN_EPSILON, BN_MOMENTUM, Rngish, dropout_rngs
+from shared.models.mlp import Rngish, dropout_rngs, make_batch_norm
 
 PAD1 = ((1, 1), (1, 1))  # PyTorch's padding=1 for a 3×3 kernel (symmetric)
 
@@ -31,12 +31,6 @@ PAD1 = ((1, 1), (1, 1))  # PyTorch's padding=1 for a 3×3 kernel (symmetric)
 def _ceil_half(n: int) -> int:
     """Output side of a 'same' (or ceil-mode) pool with stride 2."""
     return (n + 1) // 2
-
-
-def _bn(features: int, rngs: nnx.Rngs, param_dtype: Any) -> nnx.BatchNorm:
-    return nnx.BatchNorm(
-        features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs
-    )
 
 
 class ConvBNReLU(nnx.Module):
@@ -63,7 +57,7 @@ class ConvBNReLU(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.bn = _bn(out_ch, rngs, param_dtype)
+        self.bn = make_batch_norm(out_ch, rngs, param_dtype)
         self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -86,7 +80,7 @@ class DenseBNReLU(nnx.Module):
         param_dtype: Any = jnp.float32,
     ) -> None:
         self.linear = nnx.Linear(d_in, d_out, param_dtype=param_dtype, rngs=rngs)
-        self.bn = _bn(d_out, rngs, param_dtype)
+        self.bn = make_batch_norm(d_out, rngs, param_dtype)
         self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:

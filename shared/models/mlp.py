@@ -51,6 +51,20 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
+def make_batch_norm(features: int, rngs: nnx.Rngs, param_dtype: Any = jnp.float32) -> nnx.BatchNorm:
+    """BatchNorm with PyTorch's defaults, its running statistics in ``param_dtype``.
+
+    (``nnx.BatchNorm`` keeps them in float32 whatever ``param_dtype`` is; a float64
+    model needs float64 statistics for float64 eval-mode losses and Hessians.)
+    """
+    layer = nnx.BatchNorm(
+        features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs
+    )
+    layer.mean = nnx.BatchStat(jnp.zeros((features,), param_dtype))
+    layer.var = nnx.BatchStat(jnp.ones((features,), param_dtype))
+    return layer
+
+
 def dropout_rngs(rngs: Rngish) -> nnx.Rngs | None:
     """Turn a call-time dropout key into an ``nnx.Rngs`` whose stream advances per layer."""
     if rngs is None or isinstance(rngs, nnx.Rngs):
@@ -96,14 +110,7 @@ class MLP(nnx.Module):
         )
         hidden = widths[1:-1]
         self.norms = nnx.List(
-            [
-                nnx.BatchNorm(
-                    h, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs
-                )
-                for h in hidden
-            ]
-            if batch_norm
-            else []
+            [make_batch_norm(h, rngs, param_dtype) for h in hidden] if batch_norm else []
         )
         self.dropouts = nnx.List([nnx.Dropout(dropout) for _ in hidden] if dropout > 0 else [])
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shared.models.mlp import BN_EPSILON, BN_MOMENTUM, Rngish
+from shared.models.mlp import Rngish, make_batch_norm
 
 Shortcut = Literal["A", "B", "none"]
 PAD1 = ((1, 1), (1, 1))
@@ -54,10 +54,6 @@ def _conv(c_in: int, c_out: int, k: int, stride: int, rngs: nnx.Rngs, dtype: Any
     )
 
 
-def _bn(c: int, rngs: nnx.Rngs, dtype: Any) -> nnx.BatchNorm:
-    return nnx.BatchNorm(c, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=dtype, rngs=rngs)
-
-
 class BasicBlock(nnx.Module):
     """relu(residual(x) + shortcut(x)); with ``shortcut="none"``, relu(residual(x))."""
 
@@ -72,9 +68,9 @@ class BasicBlock(nnx.Module):
         param_dtype: Any = jnp.float32,
     ) -> None:
         self.conv1 = _conv(c_in, c_out, 3, stride, rngs, param_dtype)
-        self.bn1 = _bn(c_out, rngs, param_dtype)
+        self.bn1 = make_batch_norm(c_out, rngs, param_dtype)
         self.conv2 = _conv(c_out, c_out, 3, 1, rngs, param_dtype)
-        self.bn2 = _bn(c_out, rngs, param_dtype)
+        self.bn2 = make_batch_norm(c_out, rngs, param_dtype)
         self.shortcut = shortcut
         self.stride = stride
         self.pad_channels = c_out - c_in
@@ -82,7 +78,7 @@ class BasicBlock(nnx.Module):
         self.proj_conv = (
             _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
         )
-        self.proj_bn = _bn(c_out, rngs, param_dtype) if needs_projection else None
+        self.proj_bn = make_batch_norm(c_out, rngs, param_dtype) if needs_projection else None
 
     def residual(self, x: jax.Array) -> jax.Array:
         """The residual branch F(x) = BN(conv(ReLU(BN(conv(x)))))."""
@@ -129,7 +125,7 @@ class CifarResNet(nnx.Module):
         self.depth, self.width, self.shortcut = depth, width, shortcut
         widths = (16 * width, 32 * width, 64 * width)
         self.stem = _conv(in_channels, widths[0], 3, 1, rngs, param_dtype)
-        self.stem_bn = _bn(widths[0], rngs, param_dtype)
+        self.stem_bn = make_batch_norm(widths[0], rngs, param_dtype)
         blocks: list[BasicBlock] = []
         c_in = widths[0]
         for stage, c_out in enumerate(widths):
