@@ -207,15 +207,13 @@ def _train(
         init = jax.vmap(
             lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis)
         )
-        run_epoch = jax.jit(jax.vmap(epoch_fn, in_axes=(0, hyper_axis, 0, None, None, None)))
+        jitted = jax.jit(jax.vmap(epoch_fn, in_axes=(0, hyper_axis, 0, None, None, None)))
     else:
         init = lambda p, s, h: init_train_state(p, s, optimizer, h)
-        run_epoch = jax.jit(epoch_fn)
+        jitted = jax.jit(epoch_fn)
     ts = jax.jit(init)(params, model_state, hypers)
     t_compile = time.perf_counter()
-    run_epoch = run_epoch.lower(
-        ts, hypers, keys, data.x_train, data.y_train, jnp.int32(0)
-    ).compile()
+    run_epoch = jitted.lower(ts, hypers, keys, data.x_train, data.y_train, jnp.int32(0)).compile()
     compile_time = time.perf_counter() - t_compile
 
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None

@@ -28,7 +28,9 @@ from shared.training.divergence import all_finite, select
 from shared.training.losses import Loss, correct, cross_entropy
 from shared.training.network import Network
 
-OptimizerLike: TypeAlias = optax.GradientTransformation | Callable[[Any], optax.GradientTransformation]
+OptimizerLike: TypeAlias = (
+    optax.GradientTransformation | Callable[[Any], optax.GradientTransformation]
+)
 Augment: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
 
 
