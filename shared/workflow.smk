@@ -2,6 +2,7 @@
 # Included by the top-level Snakefile before the modules' rules.smk files.
 import json
 import sys
+from pathlib import Path
 
 PY = sys.executable
 STEP = f"{PY} -m shared.cli step --scale {SCALE}"
@@ -11,6 +12,11 @@ MODULE_STEPS = {}  # module -> its measurement steps (filled by module_verdict_r
 def module_config_json(module):
     """The module's config section + scale, as JSON: a rule reruns when it changes."""
     return json.dumps({module: config.get(module, {}), "scale": SCALE}, sort_keys=True)
+
+
+def module_code(module):
+    """A module's own Python files: a step reruns when its code changes (mtime)."""
+    return sorted(str(p) for p in Path("replications", module).glob("*.py"))
 
 
 def module_verdict_rules(module, steps):

@@ -4,6 +4,8 @@ BALDI_OUT = f"{RESULTS}/{BALDI}"
 
 
 rule baldi_critical_points:
+    input:
+        code=module_code(BALDI),
     output:
         measurements=f"{BALDI_OUT}/measurements/critical_points.json",
         table=f"{BALDI_OUT}/tables/critical_points.csv",
@@ -23,6 +25,8 @@ rule baldi_critical_points:
 
 
 rule baldi_gradient_descent:
+    input:
+        code=module_code(BALDI),
     output:
         measurements=f"{BALDI_OUT}/measurements/gradient_descent.json",
         table=f"{BALDI_OUT}/tables/gradient_descent.csv",

@@ -30,7 +30,8 @@ from shared import plotting, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
 from shared.io import write_json, write_table
 from shared.models.linear import LinearAutoencoder, ae_params_from_matrices
-from shared.models.functional import pure
+from shared.models.functional import gaussian_ensemble, pure
+from shared.training.fullbatch import train_ensemble
 
 MODULE = "baldi_linear_autoencoder"
 ZERO_RTOL = 1e-9  # |λ| <= 1e-9 · max|λ| counts as a zero Hessian eigenvalue (float64)
@@ -248,28 +249,12 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
     lr = spec["lr"] / lam[0]
     optimizer = optax.sgd(lr)
 
-    def init(key):  # type: ignore[no-untyped-def]
-        leaves, treedef = jax.tree_util.tree_flatten(template)
-        keys = jax.random.split(key, len(leaves))
-        new = [spec["init_scale"] * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves, strict=True)]
-        return jax.tree_util.tree_unflatten(treedef, new)
-
-    def train(params):  # type: ignore[no-untyped-def]
-        grad_fn = jax.value_and_grad(lambda prm: sum_squared_error(model, prm, data))
-
-        def step(carry, _):  # type: ignore[no-untyped-def]
-            prm, state = carry
-            value, grads = grad_fn(prm)
-            updates, state = optimizer.update(grads, state, prm)
-            return (optax.apply_updates(prm, updates), state), value
-
-        (prm, _), history = jax.lax.scan(step, (params, optimizer.init(params)), None, spec["steps"])
-        return prm, grad_fn(prm)[0], history
-
-    keys = jax.random.split(seeds.derive(seed, MODULE, "gradient_descent", spec["dataset"], "init"), spec["runs"])
+    key = seeds.derive(seed, MODULE, "gradient_descent", spec["dataset"], "init")
+    init = gaussian_ensemble(template, key, spec["runs"], spec["init_scale"])
     start = time.perf_counter()
-    final_params, final_loss, _ = jax.jit(jax.vmap(lambda k: train(init(k))))(keys)
-    final_loss = np.asarray(final_loss)
+    run = train_ensemble(lambda prm, d: sum_squared_error(model, prm, d), init, data, optimizer,
+                         spec["steps"], log_every=spec["steps"], desc=f"GD {spec['dataset']}")
+    final_params, final_loss = run.params, run.final_loss
     wall = time.perf_counter() - start
     optimum = float(lam[p:].sum())
     decoders = np.asarray(final_params["decoder"]["kernel"].value).transpose(0, 2, 1)  # A = kernelᵀ
@@ -290,6 +275,7 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
             rel_gap=(final_loss - optimum) / optimum,
             max_angle=angles,
             wall_s=wall,
+            failed=run.failed,
         )
     )
 

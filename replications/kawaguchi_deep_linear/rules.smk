@@ -4,6 +4,8 @@ KAWA_OUT = f"{RESULTS}/{KAWA}"
 
 
 rule kawaguchi_critical_points:
+    input:
+        code=module_code(KAWA),
     output:
         measurements=f"{KAWA_OUT}/measurements/critical_points.json",
         table=f"{KAWA_OUT}/tables/critical_points.csv",
@@ -22,6 +24,8 @@ rule kawaguchi_critical_points:
 
 
 rule kawaguchi_ensembles:
+    input:
+        code=module_code(KAWA),
     output:
         measurements=f"{KAWA_OUT}/measurements/ensembles.json",
         runs=f"{KAWA_OUT}/tables/ensemble_runs.csv",
@@ -39,6 +43,8 @@ rule kawaguchi_ensembles:
 
 
 rule kawaguchi_escape:
+    input:
+        code=module_code(KAWA),
     output:
         measurements=f"{KAWA_OUT}/measurements/escape.json",
         table=f"{KAWA_OUT}/tables/escape.csv",

@@ -7,7 +7,8 @@
   curvature, or the explicit curve of ``theory.descent_directions``).
 - ``ensembles`` (K1): ≥ 500 random inits per depth × width, trained together
   by full-batch gradient descent (``shared.training.train_ensemble``); every
-  run is classified (below) and none may be a non-global minimum.
+  run is classified (below) and none may be a non-global minimum. Runs still
+  descending after ``steps`` get up to ``extensions`` more rounds (only they).
 - ``escape`` (K4, ours): steps to leave the degenerate saddle at W ≈ 0 vs
   depth and init scale.
 
@@ -22,6 +23,7 @@ descending*; non-finite runs are *diverged* (counted with their seeds).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from replications.kawaguchi_deep_linear import theory
 from shared import plotting, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
 from shared.io import write_json, write_table
-from shared.models.functional import pure
+from shared.models.functional import gaussian_ensemble, pure
 from shared.models.linear import DeepLinear
 from shared.training.fullbatch import train_ensemble
 
@@ -73,17 +75,6 @@ def params_from_layers(template: Any, layers: list[np.ndarray]) -> Any:
     for k, w in enumerate(layers):
         out["layers"][k]["kernel"].value = jnp.asarray(w.T)
     return out
-
-
-def random_params(template: Any, key: jax.Array, count: int, scale: float) -> Any:
-    """``count`` inits, each kernel N(0, scale² / fan_in)."""
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    keys = jax.random.split(key, len(leaves))
-    new = [
-        scale / np.sqrt(leaf.shape[0]) * jax.random.normal(k, (count, *leaf.shape), leaf.dtype)
-        for k, leaf in zip(keys, leaves, strict=True)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, new)
 
 
 def _label(index_set: tuple[int, ...]) -> str:
@@ -254,7 +245,39 @@ def _configurations(cfg: dict[str, Any], d_x: int, d_y: int) -> list[tuple[str, 
     return out
 
 
-def _classify(problem: theory.Problem, widths: list[int], run: Any, optimum: float,
+@dataclass
+class Finals:
+    """The end state of every run of one configuration (leading member axis)."""
+
+    params: Any
+    final_loss: np.ndarray
+    grad_norm: np.ndarray
+    failed: np.ndarray
+
+
+def _train(loss_fn: Any, init: Any, data: Any, ens: dict[str, Any], desc: str) -> Finals:
+    """Train every run; runs still descending (gradient not small, L* not reached) get up to
+    ``extensions`` more rounds of ``steps`` steps, only they, so that slow escapes from
+    degenerate saddles finish without paying for the runs that are done."""
+    run = train_ensemble(loss_fn, init, data, optax.sgd(ens["lr"]), ens["steps"],
+                         log_every=ens["steps"], desc=desc)
+    finals = Finals(run.params, run.final_loss.copy(), run.grad_norm.copy(), run.failed.copy())
+    for _ in range(ens["extensions"]):
+        rel_grad = finals.grad_norm / (np.abs(finals.final_loss) + 1.0)
+        idx = np.where(~finals.failed & (rel_grad > STATIONARY_RTOL))[0]
+        if idx.size == 0:
+            break
+        start = jax.tree_util.tree_map(lambda v: v[idx], finals.params)
+        more = train_ensemble(loss_fn, start, data, optax.sgd(ens["lr"]), ens["steps"],
+                              log_every=ens["steps"], desc=desc + " (extension)")
+        finals.params = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), finals.params, more.params)
+        finals.final_loss[idx] = more.final_loss
+        finals.grad_norm[idx] = more.grad_norm
+        finals.failed[idx] = more.failed
+    return finals
+
+
+def _classify(problem: theory.Problem, widths: list[int], run: Finals, optimum: float,
               key: jax.Array, lr: float, steps: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The category of every run, and λ_min of the Hessian where it was computed."""
     model, template = network(widths)
@@ -282,7 +305,7 @@ def _classify(problem: theory.Problem, widths: list[int], run: Any, optimum: flo
         if psd:
             idx = np.asarray(psd)
             start = jax.tree_util.tree_map(lambda v: v[idx], run.params)
-            noise = random_params(template, key, len(idx), 1e-3)
+            noise = gaussian_ensemble(template, key, len(idx), 1e-3)
             start = jax.tree_util.tree_map(lambda a, b: a + b, start, noise)
             again = train_ensemble(loss_fn, start, data, optax.sgd(lr), steps, progress=False)
             escaped = again.final_loss < final[idx] - ESCAPE_FRACTION * (final[idx] - optimum)
@@ -307,10 +330,10 @@ def ensembles(cfg: dict[str, Any], outdir: Path) -> None:
             p = min(widths[1:-1])
             optimum = theory.global_min(lam, problem.y, p)
             key = seeds.derive(cfg["seed"], MODULE, "ensembles", data_name, width_name, depth)
-            init = random_params(template, jax.random.fold_in(key, 0), ens["runs"], ens["init_scale"])
-            run = train_ensemble(lambda prm, d, model=model: half_squared_error(model, prm, d), init, data,
-                                 optax.sgd(ens["lr"]), ens["steps"], log_every=ens["steps"],
-                                 desc=f"H={depth} {width_name}")
+            init = gaussian_ensemble(template, jax.random.fold_in(key, 0), ens["runs"], ens["init_scale"],
+                                     fan_in=True)
+            run = _train(lambda prm, d, model=model: half_squared_error(model, prm, d), init, data,
+                         ens, desc=f"H={depth} {width_name}")
             cats, rel_gap, lam_min = _classify(problem, widths, run, optimum,
                                                jax.random.fold_in(key, 1), ens["lr"], ens["steps"])
             frames.append(pd.DataFrame(dict(
@@ -390,7 +413,7 @@ def escape(cfg: dict[str, Any], outdir: Path) -> None:
         threshold = loss_zero - 0.5 * (loss_zero - optimum)
         for scale in spec["init_scales"]:
             key = seeds.derive(cfg["seed"], MODULE, "escape", depth, str(scale))
-            init = random_params(template, key, spec["runs"], scale)
+            init = gaussian_ensemble(template, key, spec["runs"], scale, fan_in=True)
             run = train_ensemble(lambda prm, d, model=model: half_squared_error(model, prm, d), init, data,
                                  optax.sgd(spec["lr"]), spec["max_steps"], log_every=log_every,
                                  desc=f"escape H={depth} σ={scale}")

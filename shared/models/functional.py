@@ -32,3 +32,22 @@ def pure(model: nnx.Module) -> tuple[PureModel, Any]:
     """Split ``model`` into ``(PureModel, params)`` with params an ``nnx.State``."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return PureModel(graphdef, rest), params
+
+
+def gaussian_ensemble(template: Any, key: jax.Array, count: int, scale: float,
+                      fan_in: bool = False) -> Any:
+    """``count`` independent draws of ``template``'s params, each leaf N(0, std²).
+
+    std = ``scale``, or ``scale / sqrt(fan_in)`` with ``fan_in=True`` (the leaf's
+    first axis: a Flax kernel's input size). The result has a leading member axis,
+    ready for ``vmap`` (e.g. ``shared.training.train_ensemble``).
+    """
+    import numpy as np
+
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    keys = jax.random.split(key, len(leaves))
+    draws = []
+    for k, leaf in zip(keys, leaves, strict=True):
+        std = scale / np.sqrt(leaf.shape[0]) if fan_in else scale
+        draws.append(std * jax.random.normal(k, (count, *leaf.shape), leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, draws)
