@@ -313,7 +313,7 @@ def test_the_snakemake_rule_prepares_an_image_folder(tmp_path):
             str(target),
             "--config",
             f"data_dir={tmp_path / 'data'}",
-            f"data_image_folder={{cifar10_jpeg: {tmp_path / 'folder'}}}",
+            f"data_manual_dir={{cifar10_jpeg: {tmp_path / 'folder'}}}",
         ],
         cwd=tmp_path,
         capture_output=True,

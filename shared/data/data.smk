@@ -6,13 +6,13 @@
 #
 #     input: prepared_data("fashion_mnist")
 #
-# Config keys (all optional):
-#   data_dir:          where prepared data sets live (default: $LANDSCAPE_DATA_DIR,
-#                      else ~/tensorflow_datasets; shared with tensorflow-datasets).
-#   data_manual_dir:   {name: folder} to prepare offline from a folder of source files,
-#                      e.g. {fashion_mnist: /usr/share/datasets/fashion-mnist,
-#                            cifar10_jpeg: ../shared/data}
-#   data_image_folder: {cifar10_jpeg: ROOT} for an unpacked ROOT/{train,test}/<class>/*.jpg
+# Config keys (top level, both optional):
+#   data_dir:        where prepared data sets live (default: $LANDSCAPE_DATA_DIR,
+#                    else ~/tensorflow_datasets; shared with tensorflow-datasets).
+#   data_manual_dir: {name: folder} to prepare offline from a folder of source files,
+#                    e.g. {fashion_mnist: /usr/share/datasets/fashion-mnist,
+#                          cifar10_jpeg: ../shared/data}; for cifar10_jpeg the folder
+#                    may also be an unpacked ROOT with ROOT/{train,test}/<class>/*.jpg.
 #
 # Without an offline source the rule downloads (internet and TensorFlow needed).
 # prepare_data is a local rule: on a cluster it runs on the submitting node, which
@@ -35,14 +35,7 @@ def prepared_data(name):
 
 def _data_source_flags(wildcards):
     manual = (config.get("data_manual_dir") or {}).get(wildcards.dataset)
-    folder = (config.get("data_image_folder") or {}).get(wildcards.dataset)
-    if manual and folder:
-        raise ValueError(f"{wildcards.dataset}: data_manual_dir and data_image_folder both set")
-    if manual:
-        return "--manual-dir " + shlex.quote(str(manual))
-    if folder:
-        return "--image-folder " + shlex.quote(str(folder))
-    return ""
+    return "--manual-dir " + shlex.quote(str(manual)) if manual else ""
 
 
 localrules:

@@ -188,7 +188,9 @@ def prepare_instructions(name: str, data_dir: str | Path, *, force: bool = False
         lines.append("  offline: " + hint.format(data_dir=quoted))
     target = shlex.quote(str(Path(data_dir) / name / MANIFEST_NAME))
     rerun = " --forcerun prepare_data" if force else ""
+    offline = f" data_manual_dir='{{{name}: DIR}}'" if spec.offline_hint else ""
     lines.append(
         f"  or with Snakemake: snakemake --cores 1{rerun} {target} --config data_dir={quoted}"
+        + (f"  [offline: add{offline}]" if offline else "")
     )
     return "\n".join(lines)
