@@ -345,3 +345,17 @@ def test_copies_prepared_outside_are_adopted_only_as_array_record(tmp_path):
                 prep.prepare("cifar10_jpeg", root, image_folder=tmp_path / "folder")
             prep.prepare("cifar10_jpeg", root, image_folder=tmp_path / "folder", force=True)
             assert len(data.load("cifar10_jpeg", "test", data_dir=root)) == 4
+
+
+@requires_tf
+def test_cifar10_jpeg_rejects_a_wrong_archive_and_an_undecodable_image(tmp_path):
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "cifar10-jpeg.tar.gz").write_bytes(b"not the archive")
+    with pytest.raises(data.DataCorruptedError, match="expected efac85c8"):
+        prep.prepare("cifar10_jpeg", tmp_path / "data", manual_dir=tmp_path / "archive")
+    write_image_folder(tmp_path / "folder")
+    broken = tmp_path / "folder" / "test" / "ship" / "0001.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    with pytest.raises(data.DataCorruptedError, match="test/ship/0001.jpg"):
+        prep.prepare("cifar10_jpeg", tmp_path / "data", image_folder=tmp_path / "folder")
+    assert not manifest_path(tmp_path / "data", "cifar10_jpeg").exists()

@@ -51,6 +51,7 @@ def write_manifest(data_dir: Path, name: str, version_dir: Path, record: dict[st
         "files": file_records(version_dir),
     }
     io.write_json(target, manifest)
+    target.chmod(0o644)  # atomic writes start as 0600; a shared data folder must be readable
     return target
 
 
