@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -75,7 +76,7 @@ def mock_tfds(monkeypatch):
 def test_mocked_tfds_data_through_the_loader(mock_tfds, name, shape):
     for split in ("train", "test"):
         ds = data.load(name, split, verify=False)
-        assert ds.x.shape == (6, *shape) and ds.x.dtype == np.float32
+        assert ds.x.shape == (6, *shape) and ds.x.dtype == jnp.result_type(float)
         assert ds.y.shape == (6,) and ds.y.dtype == np.int32
         assert 0.0 <= float(ds.x.min()) and float(ds.x.max()) <= 1.0
         assert 0 <= int(ds.y.min()) and int(ds.y.max()) < 10
