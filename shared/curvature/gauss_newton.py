@@ -50,7 +50,9 @@ def per_example_loss(kind: OutputLoss, outputs: jax.Array, targets: jax.Array) -
     raise ValueError(f"kind must be 'cross_entropy' or 'squared', got {kind!r}")
 
 
-def _batch_loss(kind: OutputLoss, reduction: Reduction, outputs: jax.Array, y: jax.Array) -> jax.Array:
+def _batch_loss(
+    kind: OutputLoss, reduction: Reduction, outputs: jax.Array, y: jax.Array
+) -> jax.Array:
     losses = per_example_loss(kind, outputs, y)
     return jnp.mean(losses) if reduction == "mean" else jnp.sum(losses)
 
@@ -82,7 +84,9 @@ class SupervisedLoss(_ModelKeyed):
         return _batch_loss(self.kind, self.reduction, self.model_fn(params, x), y)
 
 
-def supervised_loss(model_fn: ModelFn, kind: OutputLoss, reduction: Reduction = "mean") -> SupervisedLoss:
+def supervised_loss(
+    model_fn: ModelFn, kind: OutputLoss, reduction: Reduction = "mean"
+) -> SupervisedLoss:
     """The loss whose Hessian :func:`ggn_operator` splits, for ``hessian_operator``."""
     return SupervisedLoss(model_fn, kind, reduction)
 
@@ -90,6 +94,11 @@ def supervised_loss(model_fn: ModelFn, kind: OutputLoss, reduction: Reduction = 
 @dataclass(frozen=True, eq=False)
 class _GGNMatvec(_ModelKeyed):
     """G v = Σ_b w_b J_bᵀ ∇²_o ℓ_b J_b v per batch (module docstring)."""
+
+    unroll: bool = False
+
+    def _key(self) -> tuple:
+        return (*super()._key(), self.unroll)
 
     def __call__(self, args: tuple[Any, Batches], v: jax.Array) -> jax.Array:
         params, data = args
@@ -104,15 +113,22 @@ class _GGNMatvec(_ModelKeyed):
             (g,) = jax.linear_transpose(jvp, params)(h_jv)
             return ravel_pytree(g)[0]
 
-        return reduce_batches(batch_ggn, data, self.reduction)
+        return reduce_batches(batch_ggn, data, self.reduction, self.unroll)
 
 
 def ggn_operator(
-    model_fn: ModelFn, params: Any, data: Batches, *, kind: OutputLoss, reduction: Reduction = "mean"
+    model_fn: ModelFn,
+    params: Any,
+    data: Batches,
+    *,
+    kind: OutputLoss,
+    reduction: Reduction = "mean",
+    unroll_batches: bool = False,
 ) -> Operator:
     """The Gauss–Newton matrix G as an :class:`Operator` on raveled parameters."""
     flat, _ = ravel_pytree(params)
-    return Operator(_GGNMatvec(model_fn, kind, reduction), (params, data), flat.size, flat.dtype)
+    fn = _GGNMatvec(model_fn, kind, reduction, unroll_batches)
+    return Operator(fn, (params, data), flat.size, flat.dtype)
 
 
 def _residual_matvec(args: tuple[Operator, Operator], v: jax.Array) -> jax.Array:
@@ -121,11 +137,20 @@ def _residual_matvec(args: tuple[Operator, Operator], v: jax.Array) -> jax.Array
 
 
 def residual_operator(
-    model_fn: ModelFn, params: Any, data: Batches, *, kind: OutputLoss, reduction: Reduction = "mean"
+    model_fn: ModelFn,
+    params: Any,
+    data: Batches,
+    *,
+    kind: OutputLoss,
+    reduction: Reduction = "mean",
+    unroll_batches: bool = False,
 ) -> Operator:
     """R = H − G (the term weighted by the output gradients) as an :class:`Operator`."""
-    h = hessian_operator(supervised_loss(model_fn, kind, reduction), params, data, reduction=reduction)
-    g = ggn_operator(model_fn, params, data, kind=kind, reduction=reduction)
+    loss = supervised_loss(model_fn, kind, reduction)
+    h = hessian_operator(loss, params, data, reduction=reduction, unroll_batches=unroll_batches)
+    g = ggn_operator(
+        model_fn, params, data, kind=kind, reduction=reduction, unroll_batches=unroll_batches
+    )
     return Operator(_residual_matvec, (h, g), h.size, h.dtype)
 
 
@@ -149,7 +174,12 @@ def _ggn_matrix(
 
 
 def ggn_matrix(
-    model_fn: ModelFn, params: Any, data: Batches, *, kind: OutputLoss, reduction: Reduction = "mean"
+    model_fn: ModelFn,
+    params: Any,
+    data: Batches,
+    *,
+    kind: OutputLoss,
+    reduction: Reduction = "mean",
 ) -> jax.Array:
     """Dense G = Σᵢ cᵢ Jᵢᵀ ∇²_o ℓᵢ Jᵢ from explicit Jacobians (small models: O(b C P) memory)."""
     return _ggn_matrix(Static(model_fn), params, data, kind, reduction)

@@ -14,8 +14,10 @@ With that weighting the batched product equals the full-batch one exactly (up to
 The Hessian-vector product is forward-over-reverse (Pearlmutter 1994; the JAX autodiff
 cookbook): H v = ∂/∂ε ∇L(θ + ε v)|₀ = ``jax.jvp(jax.grad(L), (θ,), (v,))[1]``, one
 forward-mode pass through the gradient, about 2–3 forward-backward passes in cost. Batches
-are summed with ``lax.scan``. Vectors are raveled (``jax.flatten_util.ravel_pytree``
-order) and carry the params' float dtype.
+are summed with ``lax.scan``, or with the loop unrolled (``unroll_batches=True``: compile
+time grows with the number of batches) because XLA:CPU runs gradient convolutions 5–30×
+slower inside a loop body (jax-ml/jax#12868; see ``lanczos.py``). Vectors are raveled
+(``jax.flatten_util.ravel_pytree`` order) and carry the params' float dtype.
 """
 
 from __future__ import annotations
@@ -110,8 +112,13 @@ def seeded_subset(data: Any, key: jax.Array, num_examples: int) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], data)
 
 
-def reduce_batches(fn: Callable[[Any], Any], data: Batches, reduction: Reduction) -> Any:
-    """Σ_b w_b fn(batch_b) with w_b = n_b / N (``"mean"``) or 1 (``"sum"``); scan over batches."""
+def reduce_batches(
+    fn: Callable[[Any], Any], data: Batches, reduction: Reduction, unroll: bool = False
+) -> Any:
+    """Σ_b w_b fn(batch_b) with w_b = n_b / N (``"mean"``) or 1 (``"sum"``).
+
+    A ``lax.scan`` over the stacked batches, fully unrolled if ``unroll``.
+    """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     n = data.num_examples
@@ -129,7 +136,7 @@ def reduce_batches(fn: Callable[[Any], Any], data: Batches, reduction: Reduction
         def body(acc: Any, batch: Any) -> tuple[Any, None]:
             return jax.tree_util.tree_map(jnp.add, acc, fn(batch)), None
 
-        acc, _ = jax.lax.scan(body, zeros, data.stacked)
+        acc, _ = jax.lax.scan(body, zeros, data.stacked, unroll=True if unroll else 1)
         total = jax.tree_util.tree_map(lambda a: a * weight(data.batch_size), acc)
     if data.remainder is not None:
         rem = jax.tree_util.tree_map(lambda a: a * weight(data.remainder_size), fn(data.remainder))
@@ -143,9 +150,10 @@ class _HessianMatvec:
 
     loss_fn: LossFn
     reduction: Reduction
+    unroll: bool = False
 
     def _key(self) -> tuple:
-        return (static_key(self.loss_fn), self.reduction)
+        return (static_key(self.loss_fn), self.reduction, self.unroll)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _HessianMatvec) and self._key() == other._key()
@@ -162,40 +170,65 @@ class _HessianMatvec:
             grad = lambda p: jax.grad(self.loss_fn)(p, batch)
             return ravel_pytree(jax.jvp(grad, (params,), (tangent,))[1])[0]
 
-        return reduce_batches(batch_hvp, data, self.reduction)
+        return reduce_batches(batch_hvp, data, self.reduction, self.unroll)
 
 
 def hessian_operator(
-    loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction
+    loss_fn: LossFn,
+    params: Any,
+    data: Batches,
+    *,
+    reduction: Reduction,
+    unroll_batches: bool = False,
 ) -> Operator:
     """The Hessian of the full loss (module docstring) as an :class:`Operator` on raveled θ."""
     flat, _ = ravel_pytree(params)
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         raise TypeError(f"params must be floating point, got {flat.dtype}")
-    return Operator(_HessianMatvec(loss_fn, reduction), (params, data), flat.size, flat.dtype)
+    fn = _HessianMatvec(loss_fn, reduction, unroll_batches)
+    return Operator(fn, (params, data), flat.size, flat.dtype)
 
 
-def hvp(loss_fn: LossFn, params: Any, data: Batches, v: jax.Array, *, reduction: Reduction) -> jax.Array:
+def hvp(
+    loss_fn: LossFn,
+    params: Any,
+    data: Batches,
+    v: jax.Array,
+    *,
+    reduction: Reduction,
+    unroll_batches: bool = False,
+) -> jax.Array:
     """H v for a raveled ``v`` (jitted; see :func:`hessian_operator`)."""
-    return apply(hessian_operator(loss_fn, params, data, reduction=reduction), v)
+    op = hessian_operator(loss_fn, params, data, reduction=reduction, unroll_batches=unroll_batches)
+    return apply(op, v)
 
 
-@partial(jax.jit, static_argnames=("loss", "reduction"))
-def _full_loss(loss: Static, params: Any, data: Batches, reduction: Reduction) -> jax.Array:
-    return reduce_batches(lambda b: loss.value(params, b), data, reduction)
+@partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
+def _full_loss(
+    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool
+) -> jax.Array:
+    return reduce_batches(lambda b: loss.value(params, b), data, reduction, unroll)
 
 
-@partial(jax.jit, static_argnames=("loss", "reduction"))
-def _full_gradient(loss: Static, params: Any, data: Batches, reduction: Reduction) -> jax.Array:
+@partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
+def _full_gradient(
+    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool
+) -> jax.Array:
     grad = lambda b: ravel_pytree(jax.grad(loss.value)(params, b))[0]
-    return reduce_batches(grad, data, reduction)
+    return reduce_batches(grad, data, reduction, unroll)
 
 
-def full_loss(loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction) -> jax.Array:
+def full_loss(
+    loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction,
+    unroll_batches: bool = False,
+) -> jax.Array:
     """L(θ) over all batches, weighted as in the module docstring (jitted)."""
-    return _full_loss(Static(loss_fn), params, data, reduction)
+    return _full_loss(Static(loss_fn), params, data, reduction, unroll_batches)
 
 
-def full_gradient(loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction) -> jax.Array:
+def full_gradient(
+    loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction,
+    unroll_batches: bool = False,
+) -> jax.Array:
     """∇L(θ), raveled, over all batches (jitted)."""
-    return _full_gradient(Static(loss_fn), params, data, reduction)
+    return _full_gradient(Static(loss_fn), params, data, reduction, unroll_batches)

@@ -20,31 +20,40 @@ restarts from a random vector orthogonal to the basis and stores β_j = 0: T bec
 diagonal, every Ritz value stays an eigenvalue estimate, and the quadrature weights
 (squared first components, see ``slq.py``) of the new blocks are exactly zero.
 
-The whole iteration is one ``lax.fori_loop`` over a preallocated [m, n] basis under
-``jax.jit``; the operator is a pytree argument, so new parameters or data reuse the
-compiled code.
+By default (``loop="fori"``) the whole iteration is one ``lax.fori_loop`` over a
+preallocated [m, n] basis under ``jax.jit``; the operator is a pytree argument, so new
+parameters or data reuse the compiled code. ``loop="python"`` runs the same jitted step
+(with the basis donated, so it is updated in place) m times from the host. The reason is
+an XLA:CPU limitation (jax-ml/jax#12868, still open): convolutions inside a loop body get
+a slow layout, and we measured the gradient convolutions of a small conv net 5–30× slower
+inside ``fori_loop``/``scan`` than outside. For conv nets on CPU use ``loop="python"``
+(and ``unroll_batches=True`` in ``hvp.py``); on GPU and for MLPs the default is fine.
 
 Choice of implementation: our own, with ``matfree`` as an independent cross-check in
-``tests/test_curvature_lanczos.py``. ``matfree.decomp.tridiag_sym(m, reortho="full")``
-computes the same T (it runs Arnoldi and symmetrises the Hessenberg matrix), but it divides
-by β without a guard: after an invariant Krylov subspace (a diagonal test operator with
-few distinct eigenvalues, or many steps on a low-rank Hessian) it continues from amplified
-rounding noise, and on diag(1, 2, 3, −5) ⊗ 1₁₀ with 10 steps (matfree 0.6.3) it returned
-Ritz values −23.5 and 26.7, far outside the spectrum [−5, 3]. We also want the residual norm β_m, the
-restart count and algebraic ordering of Ritz values as first-class results, and results
-as frozen dataclasses with diagnostics (as hessian-eigenthings' ``EigenResult``). The test
-checks that both produce the same tridiagonal matrix from the same start vector.
+``tests/test_curvature_lanczos.py`` (same tridiagonal matrix from the same start vector).
+``matfree.decomp.tridiag_sym(m, reortho="full")`` computes the same T (it runs Arnoldi and
+symmetrises the Hessenberg matrix), but it divides by β without a guard: after an
+invariant Krylov subspace (a diagonal test operator with few distinct eigenvalues, or many
+steps on a low-rank Hessian) it continues from amplified rounding noise. On
+diag(1, 2, 3, −5), each eigenvalue 10-fold, from the all-ones vector with 10 steps
+(matfree 0.6.3) it returned Ritz values −23.5 and 26.7, far outside the spectrum [−5, 3].
+We also want the residual norm β_m, the restart count, the host-loop mode and the algebraic
+ordering of Ritz values as first-class results, and results as frozen dataclasses with
+diagnostics (as hessian-eigenthings' ``EigenResult``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from shared.curvature.operators import Operator
+
+Loop = Literal["fori", "python"]
 
 # β_j ≤ BREAKDOWN_FACTOR · eps · ‖A‖ₑₛₜ counts as an invariant subspace.
 BREAKDOWN_FACTOR = 100.0
@@ -89,58 +98,114 @@ def _orthogonalise(basis: jax.Array, w: jax.Array) -> jax.Array:
     return w - basis.T @ (basis @ w)
 
 
-def _lanczos(op: Operator, key: jax.Array, v0: jax.Array | None, num_steps: int) -> LanczosDecomposition:
-    n, dtype, m = op.size, op.dtype, num_steps
-    tol = BREAKDOWN_FACTOR * jnp.finfo(dtype).eps
+def _init_state(op: Operator, key: jax.Array, v0: jax.Array | None, num_steps: int) -> tuple:
+    n, dtype = op.size, op.dtype
     if v0 is None:
         v0 = jax.random.normal(jax.random.fold_in(key, 0), (n,), dtype)
-    q0 = v0.astype(dtype) / jnp.linalg.norm(v0)
     zero = jnp.zeros((), dtype)
+    return (
+        jnp.zeros((num_steps, n), dtype), jnp.zeros((num_steps,), dtype),
+        jnp.zeros((num_steps,), dtype), v0.astype(dtype) / jnp.linalg.norm(v0),
+        jnp.zeros((n,), dtype), zero, zero, jnp.zeros((), jnp.int32),
+    )
+
+
+def _step(op: Operator, key: jax.Array, j: jax.Array, state: tuple) -> tuple:
+    """Step j: store q_j, α_j = q_jᵀAq_j, fully reorthogonalised residual, β_j, q_{j+1}."""
+    basis, alphas, betas, q, q_prev, beta_prev, anorm, restarts = state
+    m, n = basis.shape
+    dtype = basis.dtype
+    basis = basis.at[j].set(q)
+    w = op.matvec(q)
+    alpha = jnp.vdot(q, w)
+    w = _orthogonalise(basis, w - alpha * q - beta_prev * q_prev)
+    beta = jnp.linalg.norm(w)
+    anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
+    broke = (beta <= BREAKDOWN_FACTOR * jnp.finfo(dtype).eps * anorm) & (j < m - 1)
 
     def restart(basis: jax.Array, j: jax.Array) -> jax.Array:
-        r = _orthogonalise(basis, jax.random.normal(jax.random.fold_in(key, j + 1), (n,), dtype))
+        r = jax.random.normal(jax.random.fold_in(key, j + 1), (n,), dtype)
+        r = _orthogonalise(basis, r)
         return r / jnp.linalg.norm(r)
 
-    def step(j: jax.Array, state: tuple) -> tuple:
-        basis, alphas, betas, q, q_prev, beta_prev, anorm, restarts = state
-        basis = basis.at[j].set(q)
-        w = op.matvec(q)
-        alpha = jnp.vdot(q, w)
-        w = _orthogonalise(basis, w - alpha * q - beta_prev * q_prev)
-        beta = jnp.linalg.norm(w)
-        anorm = jnp.maximum(anorm, jnp.abs(alpha) + beta + beta_prev)
-        broke = (beta <= tol * anorm) & (j < m - 1)
-        q_next = jax.lax.cond(
-            broke, restart, lambda _b, _j: w / jnp.where(beta > 0, beta, 1), basis, j
-        )
-        beta = jnp.where(broke, zero, beta)
-        state = (
-            basis, alphas.at[j].set(alpha), betas.at[j].set(beta),
-            q_next, q, beta, anorm, restarts + broke.astype(jnp.int32),
-        )
-        return state
+    def proceed(basis: jax.Array, j: jax.Array) -> jax.Array:
+        return w / jnp.where(beta > 0, beta, 1)
 
-    init = (
-        jnp.zeros((m, n), dtype), jnp.zeros((m,), dtype), jnp.zeros((m,), dtype),
-        q0, jnp.zeros((n,), dtype), zero, zero, jnp.zeros((), jnp.int32),
+    q_next = jax.lax.cond(broke, restart, proceed, basis, j)
+    beta = jnp.where(broke, jnp.zeros((), dtype), beta)
+    return (
+        basis, alphas.at[j].set(alpha), betas.at[j].set(beta),
+        q_next, q, beta, anorm, restarts + broke.astype(jnp.int32),
     )
-    basis, alphas, betas, *_, restarts = jax.lax.fori_loop(0, m, step, init)
-    return LanczosDecomposition(alphas, betas[:-1], betas[-1], basis, restarts)
 
 
-@partial(jax.jit, static_argnames=("num_steps",))
+def _finish(state: tuple) -> LanczosDecomposition:
+    basis, alphas, betas, *_, restarts = state
+    return LanczosDecomposition(
+        alphas, betas[..., :-1], betas[..., -1], basis, restarts
+    )
+
+
+def run_fori(
+    op: Operator, key: jax.Array, v0: jax.Array | None, num_steps: int
+) -> LanczosDecomposition:
+    """All steps in one ``lax.fori_loop``; traceable, for use inside other jitted code."""
+    state = _init_state(op, key, v0, num_steps)
+    step = lambda j, s: _step(op, key, j, s)
+    return _finish(jax.lax.fori_loop(0, num_steps, step, state))
+
+
+_init_jit = jax.jit(_init_state, static_argnames=("num_steps",))
+_step_jit = jax.jit(_step, donate_argnames=("state",))
+_init_batched = jax.jit(
+    jax.vmap(_init_state, in_axes=(None, 0, 0, None)), static_argnums=(3,)
+)
+_step_batched = jax.jit(jax.vmap(_step, in_axes=(None, 0, None, 0)), donate_argnums=(3,))
+_finish_jit = jax.jit(_finish)
+
+
+def run_host_loop(
+    op: Operator, key: jax.Array, v0: jax.Array | None, num_steps: int, batched: bool = False
+) -> LanczosDecomposition:
+    """Host loop over one jitted step (draws along a leading axis of key/v0 if ``batched``)."""
+    init, step = (_init_batched, _step_batched) if batched else (_init_jit, _step_jit)
+    state = init(op, key, v0, num_steps) if batched else init(op, key, v0, num_steps=num_steps)
+    for j in range(num_steps):
+        state = step(op, key, jnp.asarray(j, jnp.int32), state)
+    return _finish_jit(state)
+
+
+def check_steps(op: Operator, num_steps: int, loop: str) -> None:
+    """Raise unless 1 ≤ num_steps ≤ n and ``loop`` is known."""
+    if not 1 <= num_steps <= op.size:
+        raise ValueError(f"num_steps must be in [1, {op.size}], got {num_steps}")
+    if loop not in ("fori", "python"):
+        raise ValueError(f"loop must be 'fori' or 'python', got {loop!r}")
+
+
+_run_fori_jit = jax.jit(run_fori, static_argnames=("num_steps",))
+
+
 def lanczos(
-    op: Operator, key: jax.Array, num_steps: int, *, v0: jax.Array | None = None
+    op: Operator,
+    key: jax.Array,
+    num_steps: int,
+    *,
+    v0: jax.Array | None = None,
+    loop: Loop = "fori",
 ) -> LanczosDecomposition:
     """m = ``num_steps`` Lanczos steps with full reorthogonalisation (module docstring).
 
     Starts from ``v0`` (normalised) or, if None, from a Gaussian vector drawn with ``key``;
     ``key`` also draws restart vectors after a breakdown. Cost: m matvecs plus O(m²n) flops
-    and an [m, n] basis in memory.
+    and an [m, n] basis in memory. ``loop="fori"`` compiles all m steps into one
+    ``lax.fori_loop``; ``loop="python"`` runs the same jitted step m times from the host
+    (for conv nets on CPU, see the module docstring).
     """
-    if not 1 <= num_steps <= op.size:
-        raise ValueError(f"num_steps must be in [1, {op.size}], got {num_steps}")
-    return _lanczos(op, key, v0, num_steps)
+    check_steps(op, num_steps, loop)
+    if loop == "fori":
+        return _run_fori_jit(op, key, v0, num_steps=num_steps)
+    return run_host_loop(op, key, v0, num_steps)
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=[
@@ -181,10 +246,25 @@ class RitzResult:
 def ritz_pairs(decomp: LanczosDecomposition) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(θ ascending, S with T S = S diag θ, residuals β_m |S[m−1, i]|)."""
     theta, s = jnp.linalg.eigh(decomp.tridiagonal())
-    return theta, s, jnp.abs(decomp.residual_norm * s[..., -1, :])
+    return theta, s, jnp.abs(decomp.residual_norm[..., None] * s[..., -1, :])
 
 
-@partial(jax.jit, static_argnames=("k", "num_steps", "return_vectors"))
+@partial(jax.jit, static_argnames=("k", "return_vectors"))
+def _select(
+    decomp: LanczosDecomposition, k: int, rtol: float, return_vectors: bool
+) -> RitzResult:
+    m = decomp.num_steps
+    theta, s, residuals = ritz_pairs(decomp)
+    tol = rtol * jnp.max(jnp.abs(theta))
+
+    def pick(idx: jax.Array) -> EigenResult:
+        vectors = s[:, idx].T @ decomp.basis if return_vectors else None
+        res = residuals[idx]
+        return EigenResult(theta[idx], res, res <= tol, vectors, tol, m)
+
+    return RitzResult(pick(jnp.arange(m - 1, m - 1 - k, -1)), pick(jnp.arange(k)), theta, decomp)
+
+
 def lanczos_eigs(
     op: Operator,
     key: jax.Array,
@@ -194,23 +274,14 @@ def lanczos_eigs(
     v0: jax.Array | None = None,
     rtol: float = 1e-4,
     return_vectors: bool = False,
+    loop: Loop = "fori",
 ) -> RitzResult:
     """Top-k and bottom-k eigenvalue estimates from one Lanczos run of ``num_steps`` matvecs.
 
     A Ritz value counts as converged when its residual ≤ ``rtol`` · max|θ| (an estimate of
     ‖A‖), which bounds its absolute error by the same amount.
     """
-    if not 1 <= k <= num_steps <= op.size:
-        raise ValueError(f"need 1 <= k <= num_steps <= {op.size}, got {k=}, {num_steps=}")
-    decomp = _lanczos(op, key, v0, num_steps)
-    theta, s, residuals = ritz_pairs(decomp)
-    tol = rtol * jnp.max(jnp.abs(theta))
-
-    def pick(idx: jax.Array) -> EigenResult:
-        vectors = s[:, idx].T @ decomp.basis if return_vectors else None
-        res = residuals[idx]
-        return EigenResult(theta[idx], res, res <= tol, vectors, tol, num_steps)
-
-    top = pick(jnp.arange(num_steps - 1, num_steps - 1 - k, -1))
-    bottom = pick(jnp.arange(k))
-    return RitzResult(top, bottom, theta, decomp)
+    if not 1 <= k <= num_steps:
+        raise ValueError(f"need 1 <= k <= num_steps, got {k=}, {num_steps=}")
+    decomp = lanczos(op, key, num_steps, v0=v0, loop=loop)
+    return _select(decomp, k, rtol, return_vectors)

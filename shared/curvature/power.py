@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,46 @@ class PowerResult:
     shift: jax.Array
 
 
+def _iterate(b: Operator, v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(B v / ‖B v‖, μ = vᵀBv, ‖Bv − μv‖) for a unit v."""
+    w = b.matvec(v)
+    mu = jnp.vdot(v, w)
+    norm = jnp.linalg.norm(w)
+    return w / jnp.where(norm > 0, norm, 1), mu, jnp.linalg.norm(w - mu * v)
+
+
+def _start(op: Operator, key: jax.Array, v0: jax.Array | None) -> jax.Array:
+    v = jax.random.normal(key, (op.size,), op.dtype) if v0 is None else v0.astype(op.dtype)
+    return v / jnp.linalg.norm(v)
+
+
 @partial(jax.jit, static_argnames=("max_iters",))
+def _power_while(
+    op: Operator, key: jax.Array, max_iters: int, rtol: float, shift: jax.Array,
+    v0: jax.Array | None,
+) -> tuple[jax.Array, ...]:
+    b = shifted(op, shift)
+    v = _start(op, key, v0)
+
+    def keep_going(state: tuple) -> jax.Array:
+        i, _, _, mu, res = state
+        return (i < max_iters) & ~(res <= rtol * jnp.abs(mu))
+
+    def step(state: tuple) -> tuple:
+        i, v, _, _, _ = state
+        v_next, mu, res = _iterate(b, v)
+        return i + 1, v_next, v, mu, res
+
+    zero, inf = jnp.zeros((), op.dtype), jnp.asarray(jnp.inf, op.dtype)
+    init = (jnp.zeros((), jnp.int32), v, v, zero, inf)
+    i, _, v, mu, res = jax.lax.while_loop(keep_going, step, init)
+    return i, v, mu, res
+
+
+_start_jit = jax.jit(_start)
+_iterate_jit = jax.jit(lambda op, shift, v: _iterate(shifted(op, shift), v))
+
+
 def power_iteration(
     op: Operator,
     key: jax.Array,
@@ -45,29 +85,27 @@ def power_iteration(
     rtol: float = 1e-4,
     shift: float | jax.Array = 0.0,
     v0: jax.Array | None = None,
+    loop: Literal["fori", "python"] = "fori",
 ) -> PowerResult:
     """Dominant eigenpair of A − σI by power iteration, reported for A (module docstring).
 
-    Starts from ``v0`` or a Gaussian vector drawn with ``key``.
+    Starts from ``v0`` or a Gaussian vector drawn with ``key``. ``loop="fori"`` runs a
+    jitted ``lax.while_loop``; ``"python"`` a host loop over a jitted step (conv nets on
+    CPU, see ``lanczos.py``).
     """
-    b = shifted(op, shift)
-    v = jax.random.normal(key, (op.size,), op.dtype) if v0 is None else v0.astype(op.dtype)
-    v = v / jnp.linalg.norm(v)
-    zero, inf = jnp.zeros((), op.dtype), jnp.asarray(jnp.inf, op.dtype)
-
-    def keep_going(state: tuple) -> jax.Array:
-        i, _, _, mu, res = state
-        return (i < max_iters) & ~(res <= rtol * jnp.abs(mu))
-
-    def step(state: tuple) -> tuple:
-        i, v, _, _, _ = state
-        w = b.matvec(v)
-        mu = jnp.vdot(v, w)
-        res = jnp.linalg.norm(w - mu * v)
-        norm = jnp.linalg.norm(w)
-        return i + 1, w / jnp.where(norm > 0, norm, 1), v, mu, res
-
-    init = (jnp.zeros((), jnp.int32), v, v, zero, inf)
-    i, _, v, mu, res = jax.lax.while_loop(keep_going, step, init)
+    if max_iters < 1:
+        raise ValueError(f"max_iters must be >= 1, got {max_iters}")
     sigma = jnp.asarray(shift, op.dtype)
+    if loop == "fori":
+        i, v, mu, res = _power_while(op, key, max_iters, rtol, sigma, v0)
+    elif loop == "python":
+        i, v_next = jnp.zeros((), jnp.int32), _start_jit(op, key, v0)
+        for count in range(1, max_iters + 1):
+            v = v_next
+            v_next, mu, res = _iterate_jit(op, sigma, v)
+            i = jnp.asarray(count, jnp.int32)
+            if float(res) <= rtol * abs(float(mu)):
+                break
+    else:
+        raise ValueError(f"loop must be 'fori' or 'python', got {loop!r}")
     return PowerResult(mu + sigma, v, res, res <= rtol * jnp.abs(mu), i, sigma)

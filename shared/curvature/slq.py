@@ -30,7 +30,14 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from shared.curvature.lanczos import lanczos, ritz_pairs
+from shared.curvature.lanczos import (
+    LanczosDecomposition,
+    Loop,
+    check_steps,
+    ritz_pairs,
+    run_fori,
+    run_host_loop,
+)
 from shared.curvature.operators import Operator
 
 Probe = Literal["rademacher", "gaussian"]
@@ -110,7 +117,35 @@ def default_sigma(nodes: jax.Array) -> jax.Array:
     return jnp.sqrt(1e-5 * jnp.maximum(1.0, width))
 
 
+def _draw(op: Operator, key: jax.Array, probe: Probe) -> tuple[jax.Array, jax.Array]:
+    """(restart key, unit probe v₀) of one draw; the same in both loop modes."""
+    probe_key, restart_key = jax.random.split(key)
+    return restart_key, probe_vector(probe_key, op.size, op.dtype, probe)
+
+
+def _rules(decomp: LanczosDecomposition) -> tuple[jax.Array, ...]:
+    theta, s, _ = ritz_pairs(decomp)
+    return theta, s[..., 0, :] ** 2, decomp.alphas, decomp.betas
+
+
 @partial(jax.jit, static_argnames=("num_steps", "num_draws", "probe", "draws_batch_size"))
+def _rules_fori(
+    op: Operator, key: jax.Array, num_steps: int, num_draws: int, probe: Probe,
+    draws_batch_size: int | None,
+) -> tuple[jax.Array, ...]:
+    def one_draw(k: jax.Array) -> tuple[jax.Array, ...]:
+        restart_key, v0 = _draw(op, k, probe)
+        return _rules(run_fori(op, restart_key, v0, num_steps))
+
+    keys = jax.random.split(key, num_draws)
+    batch = num_draws if draws_batch_size is None else draws_batch_size
+    return jax.lax.map(one_draw, keys, batch_size=batch)
+
+
+_draws_jit = jax.jit(jax.vmap(_draw, in_axes=(None, 0, None)), static_argnums=(2,))
+_rules_jit = jax.jit(_rules)
+
+
 def quadrature_rules(
     op: Operator,
     key: jax.Array,
@@ -119,25 +154,24 @@ def quadrature_rules(
     num_draws: int,
     probe: Probe = "rademacher",
     draws_batch_size: int | None = None,
+    loop: Loop = "fori",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(nodes, weights, alphas, betas) of ``num_draws`` independent Lanczos quadratures.
+    """(nodes, weights, alphas, betas), each [n_v, m], of ``num_draws`` Lanczos quadratures.
 
-    Draws run through ``lax.map``: all at once under ``vmap`` when ``draws_batch_size`` is
-    None (fastest: HVPs share the primal passes; memory n_v·m·n), else in chunks of that size.
+    Draws run under ``vmap`` (HVPs then share their primal passes; memory n_v·m·n), in
+    chunks of ``draws_batch_size`` if given. ``loop`` as in :func:`lanczos`; both loops
+    draw the same probes from ``key``.
     """
-    if not 1 <= num_steps <= op.size:
-        raise ValueError(f"num_steps must be in [1, {op.size}], got {num_steps}")
-
-    def one_draw(k: jax.Array) -> tuple[jax.Array, ...]:
-        probe_key, restart_key = jax.random.split(k)
-        v0 = probe_vector(probe_key, op.size, op.dtype, probe)
-        decomp = lanczos(op, restart_key, num_steps, v0=v0)
-        theta, s, _ = ritz_pairs(decomp)
-        return theta, s[0] ** 2, decomp.alphas, decomp.betas
-
+    check_steps(op, num_steps, loop)
+    if loop == "fori":
+        return _rules_fori(op, key, num_steps, num_draws, probe, draws_batch_size)
     keys = jax.random.split(key, num_draws)
     batch = num_draws if draws_batch_size is None else draws_batch_size
-    return jax.lax.map(one_draw, keys, batch_size=batch)
+    chunks = []
+    for start in range(0, num_draws, batch):
+        restart_keys, v0s = _draws_jit(op, keys[start : start + batch], probe)
+        chunks.append(_rules_jit(run_host_loop(op, restart_keys, v0s, num_steps, batched=True)))
+    return tuple(jnp.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[return-value]
 
 
 def slq(
@@ -151,6 +185,7 @@ def slq(
     grid: jax.Array | None = None,
     num_grid: int | None = None,
     draws_batch_size: int | None = None,
+    loop: Loop = "fori",
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature density φ_σ (module docstring); n_v·m matvecs.
 
@@ -159,7 +194,7 @@ def slq(
     """
     nodes, weights, alphas, betas = quadrature_rules(
         op, key, num_steps=num_steps, num_draws=num_draws, probe=probe,
-        draws_batch_size=draws_batch_size,
+        draws_batch_size=draws_batch_size, loop=loop,
     )
     s = default_sigma(nodes) if sigma is None else jnp.asarray(sigma, nodes.dtype)
     if grid is None:
