@@ -10,21 +10,33 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, coerce_tree, module_defaults, resolve, validate_all
+from shared.config import (
+    ConfigError,
+    available_modules,
+    coerce_tree,
+    deep_merge,
+    module_defaults,
+    resolve,
+    validate_all,
+)
 from tests.conftest import ROOT, run_snakemake
 
 BALDI = "baldi_linear_autoencoder"
+KAWA = "kawaguchi_deep_linear"
 
 
 def config_with(overrides: dict) -> dict:  # type: ignore[type-arg]
-    base = module_defaults(BALDI)
-    base[BALDI] = {**base[BALDI], **overrides.pop(BALDI, {})}
-    return {**base, **overrides}
+    """Every module's defaults, with ``overrides`` merged in as Snakemake merges --config."""
+    base: dict = {}
+    for module in available_modules():
+        base.update(module_defaults(module))
+    return deep_merge(base, overrides)
 
 
-def test_defaults_are_valid_at_every_scale() -> None:
+@pytest.mark.parametrize("module", available_modules())
+def test_defaults_are_valid_at_every_scale(module: str) -> None:
     for scale in ("smoke", "quick", "paper"):
-        cfg = resolve(config_with({"scale": scale}), BALDI)
+        cfg = resolve(config_with({"scale": scale}), module)
         assert cfg["scale"] == scale and cfg["seed"] == 0
 
 
@@ -61,6 +73,17 @@ MALFORMED = [
     ({BALDI: {"gradient_descent": [{**GD, "dataset": "synthetic"}]}}, ["spectrum", "missing"]),
     ({BALDI: {"gradient_descent": [{**GD, "steps": 1.5}]}}, ["steps", "1.5", "integer"]),
     ({BALDI: {"gradient_descent": [{k: v for k, v in GD.items() if k != "lr"}]}}, ["lr"]),
+    ({KAWA: {"data": {"singular_values": [3, 2, 1, 1, 1, 1]}}}, ["singular_values", "d_x"]),
+    ({KAWA: {"data": {"singular_values": [3, 3, 1]}}}, ["singular_values", "distinct"]),
+    ({KAWA: {"data": {"samples": 3}}}, ["samples", ">= d_x + d_y"]),
+    ({KAWA: {"degenerate_singular_values": [3, 2, 1]}}, ["degenerate_singular_values", "repeated"]),
+    ({KAWA: {"ensembles": {"depths": [1, 2]}}}, ["depths", "1", ">= 2"]),
+    ({KAWA: {"ensembles": {"runs": 0}}}, ["ensembles.runs", ">= 1"]),
+    ({KAWA: {"ensembles": {"lr": 0}}}, ["ensembles.lr", "> 0"]),
+    ({KAWA: {"ensembles": {"widths": {"wide": 0}}}}, ["widths.wide", "0", ">= 1"]),
+    ({KAWA: {"escape": {"init_scales": []}}}, ["init_scales", "at least 1"]),
+    ({KAWA: {"critical_points": {"width": "wide"}}}, ["critical_points.width", "wide", "integer"]),
+    ({KAWA: {"grid": 5}}, ["grid", "allowed keys"]),
 ]
 
 

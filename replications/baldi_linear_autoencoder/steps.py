@@ -13,7 +13,6 @@ Every step takes the resolved config and an output folder and writes
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from replications.baldi_linear_autoencoder import theory
-from shared import plotting, seeds
+from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
 from shared.io import write_json, write_table
-from shared.models.linear import LinearAutoencoder, ae_params_from_matrices
 from shared.models.functional import gaussian_ensemble, pure
+from shared.models.linear import LinearAutoencoder, ae_params_from_matrices
 from shared.training.fullbatch import train_ensemble
 
 MODULE = "baldi_linear_autoencoder"
@@ -177,8 +176,10 @@ def _plot_saddle_slice(model, loss, template, lam, vec, p, outdir, seed) -> dict
 
     mixing = np.eye(p)
     saddle_set = (*range(p - 1), p)
-    theta_s, unravel = ravel_pytree(ae_params_from_matrices(template, *theory.critical_point(vec, saddle_set, p, mixing)))
-    theta_m, _ = ravel_pytree(ae_params_from_matrices(template, *theory.critical_point(vec, tuple(range(p)), p, mixing)))
+    saddle = ae_params_from_matrices(template, *theory.critical_point(vec, saddle_set, p, mixing))
+    minimum = ae_params_from_matrices(template, *theory.critical_point(vec, tuple(range(p)), p, mixing))
+    theta_s, unravel = ravel_pytree(saddle)
+    theta_m, _ = ravel_pytree(minimum)
     flat_loss = jax.jit(lambda t: loss(unravel(t)))
     eig, eigvec = np.linalg.eigh(np.asarray(jax.hessian(flat_loss)(theta_s)))
     d1 = np.asarray(theta_m - theta_s)
@@ -220,10 +221,8 @@ def gradient_descent(cfg: dict[str, Any], outdir: Path) -> None:
             }
             measurements[f"gd_max_angle_{name}"] = measurements[f"gd_rel_gap_{name}"]
             continue
-        x, description = load_patterns(spec, cfg["seed"])
-        frame = _descend(spec, x, cfg["seed"])
-        frame.insert(0, "dataset", name)
-        frame["description"] = description
+        frame = resume.chunk(outdir / "work" / "gradient_descent", name, {**spec, "seed": cfg["seed"]},
+                             lambda spec=spec: _descend_on(spec, cfg["seed"]))
         frames.append(frame)
         measurements[f"gd_rel_gap_{name}"] = frame.rel_gap.tolist()
         measurements[f"gd_max_angle_{name}"] = frame.max_angle.tolist()
@@ -235,8 +234,18 @@ def gradient_descent(cfg: dict[str, Any], outdir: Path) -> None:
     write_json(outdir / "figures" / "gradient_descent.json", [_plot_descent(table, outdir)])
 
 
-def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
+def _descend_on(spec: dict[str, Any], seed: int) -> pd.DataFrame:
+    x, description = load_patterns(spec, seed)
+    frame = _descend(spec, x, seed)
+    frame.insert(0, "dataset", spec["dataset"])
+    frame["description"] = description
+    return frame
+
+
+def _descend(spec: dict[str, Any], x: np.ndarray, seed: int, init: Any = None) -> pd.DataFrame:
     """Full-batch GD on E from ``runs`` random inits at once (vmap over runs).
+
+    ``init`` (params with a leading run axis) replaces the seeded Gaussian inits.
 
     E depends on the data only through Σ = XᵀX, so the T patterns are replaced by
     the n rows of Σ^{1/2}: the same loss and gradients at a fraction of the cost.
@@ -250,12 +259,11 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
     optimizer = optax.sgd(lr)
 
     key = seeds.derive(seed, MODULE, "gradient_descent", spec["dataset"], "init")
-    init = gaussian_ensemble(template, key, spec["runs"], spec["init_scale"])
-    start = time.perf_counter()
+    if init is None:
+        init = gaussian_ensemble(template, key, spec["runs"], spec["init_scale"])
     run = train_ensemble(lambda prm, d: sum_squared_error(model, prm, d), init, data, optimizer,
                          spec["steps"], log_every=spec["steps"], desc=f"GD {spec['dataset']}")
     final_params, final_loss = run.params, run.final_loss
-    wall = time.perf_counter() - start
     optimum = float(lam[p:].sum())
     decoders = np.asarray(final_params["decoder"]["kernel"].value).transpose(0, 2, 1)  # A = kernelᵀ
     angles = np.array(
@@ -274,7 +282,6 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int) -> pd.DataFrame:
             next_critical_loss=float(lam.sum() - lam[: p - 1].sum() - lam[p]),  # I = {1..p−1, p+1}
             rel_gap=(final_loss - optimum) / optimum,
             max_angle=angles,
-            wall_s=wall,
             failed=run.failed,
         )
     )

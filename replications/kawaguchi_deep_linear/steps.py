@@ -35,7 +35,7 @@ import pandas as pd
 from flax import nnx
 
 from replications.kawaguchi_deep_linear import theory
-from shared import plotting, seeds
+from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
 from shared.io import write_json, write_table
 from shared.models.functional import gaussian_ensemble, pure
@@ -75,6 +75,16 @@ def params_from_layers(template: Any, layers: list[np.ndarray]) -> Any:
     for k, w in enumerate(layers):
         out["layers"][k]["kernel"].value = jnp.asarray(w.T)
     return out
+
+
+def _loss_along(problem: theory.Problem, layers: list[np.ndarray], directions: list[np.ndarray], t: float) -> float:
+    """L(Π(W_k + t D_k)) in numpy."""
+    return problem.loss(theory.product([a + t * d for a, d in zip(layers, directions, strict=True)]))
+
+
+def _max_gap_reached(gaps: pd.Series) -> float:
+    reached = gaps[gaps <= REACHED_RTOL]
+    return float(reached.max()) if len(reached) else float("nan")
 
 
 def _label(index_set: tuple[int, ...]) -> str:
@@ -121,16 +131,14 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
                 j = next(q for q in range(d_y) if q not in index_set)
                 directions = theory.descent_directions(problem, widths, index_set, mixings, j)
                 ts = np.geomspace(1e-2, 1e-1, 7)
-                drops = np.array([
-                    float(loss(params)) - problem.loss(theory.product([a + t * d for a, d in zip(layers, directions, strict=True)]))
-                    for t in ts
-                ])
+                drops = float(loss(params)) - np.array(
+                    [_loss_along(problem, layers, directions, t) for t in ts])
                 if np.all(drops > 0):
                     order = float(np.polyfit(np.log(ts), np.log(drops), 1)[0])
                 if index_set == () and mixing_name == "identity":
                     curve_ts = np.geomspace(1e-2, 0.8, 40)
                     for t in curve_ts:
-                        value = problem.loss(theory.product([a + t * d for a, d in zip(layers, directions, strict=True)]))
+                        value = _loss_along(problem, layers, directions, t)
                         curves.append(dict(depth=depth, t=t, decrease=float(loss(params)) - value))
             all_zero = all(not np.any(layer) for layer in layers)
             rows.append(dict(
@@ -267,10 +275,10 @@ def _train(loss_fn: Any, init: Any, data: Any, ens: dict[str, Any], desc: str) -
         idx = np.where(~finals.failed & (rel_grad > STATIONARY_RTOL))[0]
         if idx.size == 0:
             break
-        start = jax.tree_util.tree_map(lambda v: v[idx], finals.params)
+        start = jax.tree_util.tree_map(lambda v, i=idx: v[i], finals.params)
         more = train_ensemble(loss_fn, start, data, optax.sgd(ens["lr"]), ens["steps"],
                               log_every=ens["steps"], desc=desc + " (extension)")
-        finals.params = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), finals.params, more.params)
+        finals.params = jax.tree_util.tree_map(lambda a, b, i=idx: a.at[i].set(b), finals.params, more.params)
         finals.final_loss[idx] = more.final_loss
         finals.grad_norm[idx] = more.grad_norm
         finals.failed[idx] = more.failed
@@ -313,40 +321,53 @@ def _classify(problem: theory.Problem, widths: list[int], run: Finals, optimum: 
     return cats.tolist(), rel_gap, lam_min
 
 
+def _ensemble_runs(cfg: dict[str, Any], problem: theory.Problem, data_name: str, width_name: str,
+                   depth: int, widths: list[int]) -> pd.DataFrame:
+    """Train and classify every run of one configuration (one resumable chunk)."""
+    ens = cfg["ensembles"]
+    lam, _ = problem.eigensystem()
+    data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
+    model, template = network(widths)
+    p = min(widths[1:-1])
+    optimum = theory.global_min(lam, problem.y, p)
+    key = seeds.derive(cfg["seed"], MODULE, "ensembles", data_name, width_name, depth)
+    init = gaussian_ensemble(template, jax.random.fold_in(key, 0), ens["runs"], ens["init_scale"],
+                             fan_in=True)
+    run = _train(lambda prm, d: half_squared_error(model, prm, d), init, data, ens,
+                 desc=f"H={depth} {width_name}")
+    cats, rel_gap, lam_min = _classify(problem, widths, run, optimum, jax.random.fold_in(key, 1),
+                                       ens["lr"], ens["steps"])
+    return pd.DataFrame(dict(
+        data=data_name, depth=depth, width=width_name, widths="-".join(map(str, widths)), p=p,
+        run=np.arange(ens["runs"]), final_loss=run.final_loss, global_loss=optimum,
+        rel_gap=rel_gap, grad_norm=run.grad_norm, hessian_min=lam_min, category=cats,
+    ))
+
+
 def ensembles(cfg: dict[str, Any], outdir: Path) -> None:
     ens = cfg["ensembles"]
     frames = []
     datasets = [("main", cfg["data"]["singular_values"]), ("degenerate", cfg["degenerate_singular_values"])]
     for data_name, singular_values in datasets:
         problem = make_problem(cfg, singular_values, data_name)
-        lam, _ = problem.eigensystem()
-        d_x, d_y = problem.x.shape[0], problem.y.shape[0]
-        data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
-        configs = _configurations(cfg, d_x, d_y)
+        configs = _configurations(cfg, problem.x.shape[0], problem.y.shape[0])
         if data_name == "degenerate":  # one configuration per depth class, outside the theorem
             configs = [c for c in configs if c[0] == "equal" and c[1] in (2, 3)]
         for width_name, depth, widths in configs:
-            model, template = network(widths)
-            p = min(widths[1:-1])
-            optimum = theory.global_min(lam, problem.y, p)
-            key = seeds.derive(cfg["seed"], MODULE, "ensembles", data_name, width_name, depth)
-            init = gaussian_ensemble(template, jax.random.fold_in(key, 0), ens["runs"], ens["init_scale"],
-                                     fan_in=True)
-            run = _train(lambda prm, d, model=model: half_squared_error(model, prm, d), init, data,
-                         ens, desc=f"H={depth} {width_name}")
-            cats, rel_gap, lam_min = _classify(problem, widths, run, optimum,
-                                               jax.random.fold_in(key, 1), ens["lr"], ens["steps"])
-            frames.append(pd.DataFrame(dict(
-                data=data_name, depth=depth, width=width_name, widths="-".join(map(str, widths)), p=p,
-                run=np.arange(ens["runs"]), final_loss=run.final_loss, global_loss=optimum,
-                rel_gap=rel_gap, grad_norm=run.grad_norm, hessian_min=lam_min, category=cats,
-            )))
+            spec = dict(seed=cfg["seed"], data=cfg["data"], singular_values=singular_values,
+                        data_name=data_name, width=width_name, depth=depth, widths=widths,
+                        ensembles={k: v for k, v in ens.items() if k not in ("depths", "widths", "bottleneck")})
+            frames.append(resume.chunk(
+                outdir / "work" / "ensembles", f"{data_name}-H{depth}-{width_name}", spec,
+                lambda problem=problem, data_name=data_name, width_name=width_name, depth=depth, widths=widths:
+                _ensemble_runs(cfg, problem, data_name, width_name, depth, widths),
+            ))
     table = pd.concat(frames, ignore_index=True)
     write_table(outdir / "tables" / "ensemble_runs.csv", table)
     summary = (table.groupby(["data", "depth", "width", "widths"], sort=False)
                .agg(runs=("run", "size"),
                     **{c: ("category", lambda s, c=c: int((s == c).sum())) for c in CATEGORIES},
-                    max_gap_reached=("rel_gap", lambda s: float(s[s <= REACHED_RTOL].max()) if (s <= REACHED_RTOL).any() else np.nan))
+                    max_gap_reached=("rel_gap", _max_gap_reached))
                .reset_index())
     write_table(outdir / "tables" / "ensemble_summary.csv", summary)
     main = table[table.data == "main"]
@@ -397,6 +418,24 @@ def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, outdir: Path, cfg: di
 
 # --- K4: escape from the degenerate saddle at 0 -------------------------------------------------
 
+def _escape_runs(cfg: dict[str, Any], model: Any, template: Any, data: Any, threshold: float,
+                 depth: int, scale: float, log_every: int) -> pd.DataFrame:
+    """Steps until the loss first falls below ``threshold``, for every run at one (H, σ)."""
+    spec = cfg["escape"]
+    key = seeds.derive(cfg["seed"], MODULE, "escape", depth, str(scale))
+    init = gaussian_ensemble(template, key, spec["runs"], scale, fan_in=True)
+    run = train_ensemble(lambda prm, d: half_squared_error(model, prm, d), init, data,
+                         optax.sgd(spec["lr"]), spec["max_steps"], log_every=log_every,
+                         desc=f"escape H={depth} σ={scale}")
+    below = run.loss_history <= threshold
+    first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    return pd.DataFrame(dict(
+        depth=depth, init_scale=scale, run=np.arange(spec["runs"]),
+        escape_step=[float(run.log_steps[f]) if f >= 0 else np.nan for f in first],
+        escaped=first >= 0, diverged=run.failed,
+    ))
+
+
 def escape(cfg: dict[str, Any], outdir: Path) -> None:
     spec = cfg["escape"]
     problem = make_problem(cfg, cfg["data"]["singular_values"], "main")
@@ -404,7 +443,7 @@ def escape(cfg: dict[str, Any], outdir: Path) -> None:
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
     data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
     loss_zero = 0.5 * float(np.sum(problem.y**2))
-    rows = []
+    frames = []
     log_every = max(1, spec["max_steps"] // 2000)
     for depth in spec["depths"]:
         widths = [d_x] + [d_y] * (depth - 1) + [d_y]
@@ -412,18 +451,14 @@ def escape(cfg: dict[str, Any], outdir: Path) -> None:
         optimum = theory.global_min(lam, problem.y, d_y)
         threshold = loss_zero - 0.5 * (loss_zero - optimum)
         for scale in spec["init_scales"]:
-            key = seeds.derive(cfg["seed"], MODULE, "escape", depth, str(scale))
-            init = gaussian_ensemble(template, key, spec["runs"], scale, fan_in=True)
-            run = train_ensemble(lambda prm, d, model=model: half_squared_error(model, prm, d), init, data,
-                                 optax.sgd(spec["lr"]), spec["max_steps"], log_every=log_every,
-                                 desc=f"escape H={depth} σ={scale}")
-            below = run.loss_history <= threshold
-            first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
-            for i, f in enumerate(first):
-                rows.append(dict(depth=depth, init_scale=scale, run=i,
-                                 escape_step=int(run.log_steps[f]) if f >= 0 else np.nan,
-                                 escaped=bool(f >= 0), diverged=bool(run.failed[i])))
-    table = pd.DataFrame(rows)
+            chunk_spec = dict(seed=cfg["seed"], data=cfg["data"], depth=depth, scale=scale,
+                              **{k: v for k, v in spec.items() if k not in ("depths", "init_scales")})
+            frames.append(resume.chunk(
+                outdir / "work" / "escape", f"H{depth}-{scale}", chunk_spec,
+                lambda model=model, template=template, threshold=threshold, depth=depth, scale=scale:
+                _escape_runs(cfg, model, template, data, threshold, depth, scale, log_every),
+            ))
+    table = pd.concat(frames, ignore_index=True)
     write_table(outdir / "tables" / "escape.csv", table)
     smallest = min(spec["init_scales"])
     # censored runs (never escaped) count as max_steps: the median is then a lower bound

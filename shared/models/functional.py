@@ -30,7 +30,7 @@ class PureModel:
 
 def pure(model: nnx.Module) -> tuple[PureModel, Any]:
     """Split ``model`` into ``(PureModel, params)`` with params an ``nnx.State``."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return PureModel(graphdef, rest), params
 
 

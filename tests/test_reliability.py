@@ -1,0 +1,87 @@
+"""Reliability: a killed DAG resumes to the same verdicts and tables, runs are
+deterministic, and numerical failures are counted, never averaged in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.claims import judge
+from tests.conftest import ROOT, SNAKEMAKE, run_snakemake
+
+
+def _outputs(results: Path) -> dict[str, str]:
+    """Every table and every verdict (reasons and values included) of a results folder."""
+    out = {}
+    for path in sorted(results.glob("*/tables/*.csv")):
+        out[str(path.relative_to(results))] = path.read_text()
+    for path in sorted(results.glob("*/verdicts.json")):
+        claims = json.loads(path.read_text())["claims"]
+        out[str(path.relative_to(results))] = json.dumps(claims, sort_keys=True)
+    return out
+
+
+@pytest.mark.slow
+def test_killed_dag_resumes_to_the_same_results(smoke_results: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole DAG (Snakemake and its jobs) at several moments, rerun the same
+    command, and compare with the uninterrupted run of the session fixture."""
+    results = tmp_path / "results"
+    command = [SNAKEMAKE, "--cores", "2", "--rerun-incomplete", "--config", "scale=smoke"]
+    env = {**os.environ, "LANDSCAPE_RESULTS": str(results)}
+    for delay in (6, 15, 30):
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+                           check=False)
+    assert final.returncode == 0, final.stderr[-3000:]
+    resumed, reference = _outputs(results / "smoke"), _outputs(smoke_results)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert resumed[name] == reference[name], name
+    # nothing half-written was left behind as a finished file
+    assert not list(results.rglob(".*.tmp")) and not [p for p in results.rglob(".*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_same_command_twice_is_bit_identical(smoke_results: Path, tmp_path: Path) -> None:
+    proc = run_snakemake(["baldi_linear_autoencoder", "--config", "scale=smoke"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = {k: v for k, v in _outputs(tmp_path / "smoke").items() if k.startswith("baldi")}
+    reference = {k: v for k, v in _outputs(smoke_results).items() if k.startswith("baldi")}
+    assert again == reference and again
+
+
+def test_diverging_runs_are_marked_failed_and_fail_the_verdict() -> None:
+    """Inject divergence (a step size far above the stability limit) into Baldi's GD."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from replications.baldi_linear_autoencoder import steps
+    from shared.models.functional import gaussian_ensemble
+
+    spec = {"dataset": "synthetic", "spectrum": [4.0, 3.0, 2.0, 1.0], "samples": 50, "p": 2,
+            "runs": 6, "steps": 400, "lr": 0.1, "init_scale": 1e-3}
+    x, _ = steps.load_patterns(spec, 0)
+    _, template = steps._template(4, 2)
+    init = gaussian_ensemble(template, jax.random.key(0), 6, 1e-3)
+    init = jax.tree_util.tree_map(lambda v: v.at[-1].set(1e3), init)  # the last run diverges
+    frame = steps._descend(spec, x, 0, init=init)
+    assert frame.failed.tolist() == [False] * 5 + [True]
+    assert np.isnan(frame.final_loss.iloc[-1]) and np.isfinite(frame.final_loss.iloc[:-1]).all()
+    claim = {"id": "B4", "statement": "s", "where": "w", "measured": "m",
+             "rule": {"type": "at_most", "quantity": "gap", "threshold": 1e-6}}
+    verdict = judge(claim, {"gap": frame.rel_gap.tolist()})
+    assert verdict.verdict == "not reproduced"
+    good = judge(claim, {"gap": frame.rel_gap.iloc[:-1].tolist()})
+    assert good.verdict == "reproduced"
