@@ -24,7 +24,7 @@ env: $(BIN)/.runtime-installed
 test-env: $(BIN)/.test-installed
 
 replicate: env
-	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
 
 lint: test-env
 	$(BIN)/ruff check .
