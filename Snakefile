@@ -20,6 +20,7 @@ SCALE = config.get("scale", "quick")
 RESULTS = results_root(SCALE)
 
 include: "shared/workflow.smk"
+include: "shared/data/data.smk"
 for _module in MODULES:
     include: f"replications/{_module}/rules.smk"
 

@@ -41,6 +41,7 @@ TOP_LEVEL_KEYS = {
     "scale": "one of smoke, quick, paper (default quick)",
     "data_dir": "a folder path for tensorflow-datasets data (default $LANDSCAPE_DATA_DIR "
     "or ~/tensorflow_datasets)",
+    "data_manual_dir": "a mapping {data set name: folder of offline source files} for preparing data",
 }
 MODULE_RESERVED = ("seed", "scales")
 
@@ -199,6 +200,7 @@ def resolve(config: Mapping[str, Any], module: str) -> dict[str, Any]:
         check(resolved)
     resolved["seed"] = seed
     resolved["scale"] = scale
+    resolved["data_dir"] = config.get("data_dir")
     return resolved
 
 
@@ -216,6 +218,21 @@ def validate_all(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     data_dir = config.get("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
         raise ConfigError(f"config key 'data_dir' has value {data_dir!r}; allowed: a folder path")
+    manual = config.get("data_manual_dir")
+    if manual is not None:
+        from shared.data.registry import DATASETS
+
+        if not isinstance(manual, Mapping) or not all(isinstance(v, str) for v in manual.values()):
+            raise ConfigError(
+                f"config key 'data_manual_dir' has value {manual!r}; allowed: a mapping "
+                "{data set name: folder}"
+            )
+        for name in manual:
+            if name not in DATASETS:
+                raise ConfigError(
+                    f"config key 'data_manual_dir.{name}' names an unknown data set; allowed: "
+                    + ", ".join(sorted(DATASETS))
+                )
     return {m: resolve(config, m) for m in modules}
 
 

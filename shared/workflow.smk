@@ -11,7 +11,10 @@ MODULE_STEPS = {}  # module -> its measurement steps (filled by module_verdict_r
 
 def module_config_json(module):
     """The module's config section + scale, as JSON: a rule reruns when it changes."""
-    return json.dumps({module: config.get(module, {}), "scale": SCALE}, sort_keys=True)
+    section = {module: config.get(module, {}), "scale": SCALE}
+    if config.get("data_dir"):
+        section["data_dir"] = config["data_dir"]
+    return json.dumps(section, sort_keys=True)
 
 
 def module_code(module):

@@ -8,7 +8,9 @@ uninstalled.  Deselect this file with ``-k "not tfds"``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -166,10 +168,23 @@ def fashion_dir(tmp_path_factory):
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("preparing tfds data needs TensorFlow (pip install -r requirements-tf.lock)")
     if not DEBIAN.is_dir():
+        if os.environ.get("REQUIRE_FASHION_MNIST"):
+            pytest.fail(f"REQUIRE_FASHION_MNIST is set but {DEBIAN} is absent")
         pytest.skip(f"{DEBIAN} absent: apt-get install -y dataset-fashion-mnist")
     root = tmp_path_factory.mktemp("fashion")
     prep.prepare("fashion_mnist", root, manual_dir=DEBIAN)
     return root
+
+
+@requires_tf
+@requires_debian
+def test_baldi_reads_fashion_mnist_through_the_data_layer(fashion_dir):
+    """A module's paper-scale path: patterns from a prepared tfds data set, centred."""
+    from replications.baldi_linear_autoencoder.steps import load_patterns
+
+    x, description = load_patterns({"dataset": "fashion_mnist"}, 0, str(fashion_dir))
+    assert x.shape == (60000, 784) and "Fashion-MNIST" in description
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-9)
 
 
 @requires_tf

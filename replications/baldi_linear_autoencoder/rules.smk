@@ -24,9 +24,13 @@ rule baldi_critical_points:
         f"{STEP} {BALDI} critical_points --outdir {BALDI_OUT} --config-json {{params.cfg:q}}"
 
 
+from replications.baldi_linear_autoencoder.settings import tfds_datasets as _baldi_tfds
+
+
 rule baldi_gradient_descent:
     input:
         code=module_code(BALDI),
+        data=[prepared_data(name) for name in _baldi_tfds(RESOLVED[BALDI])],
     output:
         measurements=f"{BALDI_OUT}/measurements/gradient_descent.json",
         table=f"{BALDI_OUT}/tables/gradient_descent.csv",

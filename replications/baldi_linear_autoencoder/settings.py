@@ -29,7 +29,7 @@ def check(cfg: dict[str, Any]) -> None:
             f"values {cp['spectrum']}; allowed: distinct positive values (Baldi & Hornik's assumption)"
         )
     for i, spec in enumerate(cfg["gradient_descent"]):
-        dim = {"digits": 64, "mnist": 784}.get(spec["dataset"], len(spec.get("spectrum", [])))
+        dim = {"digits": 64, "mnist": 784, "fashion_mnist": 784}.get(spec["dataset"], len(spec.get("spectrum", [])))
         if spec["dataset"] == "synthetic" and "spectrum" not in spec:
             raise ConfigError(
                 f"config key 'baldi_linear_autoencoder.gradient_descent.{i}.spectrum' is missing; "
@@ -40,3 +40,11 @@ def check(cfg: dict[str, Any]) -> None:
                 f"config key 'baldi_linear_autoencoder.gradient_descent.{i}.p' has value "
                 f"{spec['p']}; allowed: 1 <= p < input dimension {dim} of {spec['dataset']}"
             )
+
+
+TFDS_DATASETS = ("mnist", "fashion_mnist")
+
+
+def tfds_datasets(cfg: dict[str, Any]) -> list[str]:
+    """The prepared (tensorflow-datasets) data sets this configuration reads."""
+    return sorted({s["dataset"] for s in cfg["gradient_descent"] if s["dataset"] in TFDS_DATASETS})

@@ -38,7 +38,7 @@ ZERO_RTOL = 1e-9  # |λ| <= 1e-9 · max|λ| counts as a zero Hessian eigenvalue 
 
 # --- data -------------------------------------------------------------------------------
 
-def load_patterns(spec: dict[str, Any], seed: int) -> tuple[np.ndarray, str]:
+def load_patterns(spec: dict[str, Any], seed: int, data_dir: str | None = None) -> tuple[np.ndarray, str]:
     """Training patterns X (T × n) for a data-set spec, and a description of them."""
     name = spec["dataset"]
     if name == "synthetic":
@@ -46,12 +46,14 @@ def load_patterns(spec: dict[str, Any], seed: int) -> tuple[np.ndarray, str]:
         spectrum = spec["spectrum"]
         x = theory.synthetic_patterns(rng, spectrum, spec["samples"])
         return x, f"synthetic, n={len(spectrum)}, T={spec['samples']}, spectrum {spectrum}"
-    if name == "digits":
-        from sklearn.datasets import load_digits
+    if name in ("digits", "mnist", "fashion_mnist"):
+        from shared import data
 
-        x = load_digits().data.astype(np.float64) / 16.0
+        train = data.load(name, "train", preprocessing=["flatten"], dtype=np.float64,
+                          data_dir=data_dir)
+        x = np.asarray(train.x, dtype=np.float64)
         x = x - x.mean(axis=0)
-        return x, "scikit-learn digits (1,797 × 64, scaled to [0,1], centred)"
+        return x, f"{train.title}, training split ({x.shape[0]:,} × {x.shape[1]}, pixels in [0, 1], centred)"
     raise ValueError(f"unknown dataset {name!r}")
 
 
@@ -215,14 +217,8 @@ def gradient_descent(cfg: dict[str, Any], outdir: Path) -> None:
     frames = []
     for spec in cfg["gradient_descent"]:
         name = spec["dataset"]
-        if name == "mnist":
-            measurements[f"gd_rel_gap_{name}"] = {
-                "not_testable": "MNIST needs the data layer (issue [data]); not yet available"
-            }
-            measurements[f"gd_max_angle_{name}"] = measurements[f"gd_rel_gap_{name}"]
-            continue
         frame = resume.chunk(outdir / "work" / "gradient_descent", name, {**spec, "seed": cfg["seed"]},
-                             lambda spec=spec: _descend_on(spec, cfg["seed"]))
+                             lambda spec=spec: _descend_on(spec, cfg["seed"], cfg.get("data_dir")))
         frames.append(frame)
         measurements[f"gd_rel_gap_{name}"] = frame.rel_gap.tolist()
         measurements[f"gd_max_angle_{name}"] = frame.max_angle.tolist()
@@ -234,8 +230,8 @@ def gradient_descent(cfg: dict[str, Any], outdir: Path) -> None:
     write_json(outdir / "figures" / "gradient_descent.json", [_plot_descent(table, outdir)])
 
 
-def _descend_on(spec: dict[str, Any], seed: int) -> pd.DataFrame:
-    x, description = load_patterns(spec, seed)
+def _descend_on(spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.DataFrame:
+    x, description = load_patterns(spec, seed, data_dir)
     frame = _descend(spec, x, seed)
     frame.insert(0, "dataset", spec["dataset"])
     frame["description"] = description
