@@ -191,8 +191,11 @@ def _plot_saddle_slice(model, loss, template, lam, vec, p, outdir, seed) -> dict
     grid = jnp.asarray([[theta_s + a * d1 + b * d2 for a in alphas] for b in betas])
     values = np.asarray(jax.vmap(jax.vmap(flat_loss))(grid))
     fig, ax = plt.subplots(figsize=(6, 4.6))
-    cs = ax.contourf(alphas, betas, values, levels=30, cmap="viridis")
-    fig.colorbar(cs, ax=ax, label="E (sum)")
+    low, high = float(values.min()), float(np.quantile(values, 0.6))
+    levels = np.linspace(low, high, 25)
+    cs = ax.contourf(alphas, betas, np.minimum(values, high), levels=levels, cmap="viridis", extend="max")
+    ax.contour(alphas, betas, values, levels=levels[::3], colors="white", linewidths=0.4)
+    fig.colorbar(cs, ax=ax, label="E (sum), clipped at the 60th percentile")
     ax.plot([0], [0], "rx", ms=10, label=f"saddle I={{{','.join(str(i + 1) for i in saddle_set)}}}")
     ax.plot([1], [0], "w*", ms=13, label=f"minimum I={{1..{p}}}")
     ax.set(xlabel="α (towards the minimum)", ylabel="β (negative-curvature eigenvector)",
