@@ -89,9 +89,7 @@ def test_vmapped_ensemble_matches_looped_runs_and_freezes_divergent_member() -> 
             key=train_key(key),
         )  # fmt: skip
         member = jax.tree_util.tree_map(lambda a, i=i: a[i], ens.state)
-        for a, b in zip(
-            jax.tree_util.tree_leaves(member), jax.tree_util.tree_leaves(one.state), strict=True
-        ):
+        for a, b in zip(jax.tree_util.tree_leaves(member), jax.tree_util.tree_leaves(one.state), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-7)
     failed_rows = ens.history[ens.history.member == 2]
     assert failed_rows.failed.all() and failed_rows.test_loss.isna().all()
@@ -148,13 +146,32 @@ def test_evaluator_counts_every_example_once_and_modes_differ() -> None:
     )  # 96 = 3 × 25 + 21: the padded last batch must not count
     assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
     assert float(acc) == pytest.approx(expected_acc)
-    loss_bs, _ = make_evaluator(net, mode="batch_stats", batch_size=32)(
-        params, state, data.x_train, data.y_train
-    )
+    loss_bs, _ = make_evaluator(net, mode="batch_stats", batch_size=32)(params, state, data.x_train, data.y_train)
     assert abs(float(loss_bs) - float(loss)) > 1e-4
     with pytest.raises(ValueError, match="divisible"):
-        make_evaluator(net, mode="batch_stats", batch_size=25)(
-            params, state, data.x_train, data.y_train
-        )
+        make_evaluator(net, mode="batch_stats", batch_size=25)(params, state, data.x_train, data.y_train)
     with pytest.raises(ValueError, match="eval"):
         make_evaluator(net, mode="train", batch_size=25)
+
+
+def test_loop_modes_agree_for_a_convnet() -> None:
+    """On the CPU a convnet's epoch is driven step by step (XLA:CPU runs convolution
+    gradients slowly inside loops); both drivers give the same training."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 4, 4, 3)).astype(np.float32)
+    data = Arrays(x, rng.integers(0, 10, 24).astype(np.int32))
+    build = registry.builder("vgg9", cfg=(4, "M"), image_size=4)  # a tiny VGG: conv, BN, pool
+    runs = {}
+    for loop in ("auto", "scan"):
+        net, params, state = init_network(build, jax.random.key(0))
+        runs[loop] = fit(
+            net, params, state, data, optimizer=make_optimizer("momentum", 0.01), epochs=1,
+            batch_size=8, key=jax.random.key(1), loop=loop,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert runs["auto"].loop == "steps" and runs["scan"].loop == "scan"
+    for a, b in zip(
+        jax.tree_util.tree_leaves(runs["auto"].state),
+        jax.tree_util.tree_leaves(runs["scan"].state),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

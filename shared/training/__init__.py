@@ -13,7 +13,13 @@ from shared.training.metrics import summarize
 from shared.training.network import Network, init_ensemble, init_network, network_from_model
 from shared.training.optimizers import make_optimizer
 from shared.training.schedules import constant, cosine, step_decay
-from shared.training.step import EpochStats, TrainState, init_train_state, make_epoch_fn
+from shared.training.step import (
+    EpochStats,
+    TrainState,
+    init_train_state,
+    make_epoch_fn,
+    make_train_step,
+)
 
 __all__ = [
     "Arrays",
@@ -37,6 +43,7 @@ __all__ = [
     "make_epoch_fn",
     "make_evaluator",
     "make_optimizer",
+    "make_train_step",
     "member_key",
     "member_keys",
     "network_from_model",

@@ -33,6 +33,7 @@ import pandas as pd
 
 from shared.training.checkpoint import Checkpointer
 from shared.training.evaluate import make_ensemble_evaluator, make_evaluator
+from shared.training.loops import LoopMode, build_epoch_runner
 from shared.training.losses import Loss, cross_entropy
 from shared.training.network import Mode, Network
 from shared.training.progress import progress_bar
@@ -41,7 +42,6 @@ from shared.training.step import (
     OptimizerLike,
     TrainState,
     init_train_state,
-    make_epoch_fn,
 )
 from shared.training.trajectory import Trajectory, flatten_params
 
@@ -71,6 +71,7 @@ class FitResult:
     trajectory_epochs: np.ndarray | None = None
     trajectory: np.ndarray | None = None  # (snapshots, P) or (snapshots, members, P)
     compile_time: float = 0.0  # seconds spent compiling the epoch (not in epoch_time)
+    loop: str = "scan"  # how epochs were driven (``shared.training.loops``)
 
     @property
     def params(self) -> Any:
@@ -114,6 +115,7 @@ def fit(
     trajectory_dir: str | None = None,
     progress: bool | None = None,
     desc: str = "fit",
+    loop: LoopMode = "auto",
 ) -> FitResult:
     """Train one network for ``epochs`` epochs (resuming from ``checkpoint_dir`` if it
     holds a checkpoint); stops early if it diverges. ``seed`` only labels the run."""
@@ -123,7 +125,7 @@ def fit(
         augment=augment, eval_bn_mode=eval_bn_mode, eval_batch_size=eval_batch_size,
         eval_every=eval_every, eval_train=eval_train, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, trajectory_every=trajectory_every,
-        trajectory_dir=trajectory_dir, progress=progress, desc=desc, ensemble=False,
+        trajectory_dir=trajectory_dir, progress=progress, desc=desc, ensemble=False, loop=loop,
     )  # fmt: skip
 
 
@@ -151,6 +153,7 @@ def fit_ensemble(
     trajectory_dir: str | None = None,
     progress: bool | None = None,
     desc: str = "fit_ensemble",
+    loop: LoopMode = "auto",
 ) -> FitResult:
     """Train ``len(seeds)`` networks at once with ``vmap``.
 
@@ -167,7 +170,7 @@ def fit_ensemble(
         augment=augment, eval_bn_mode=eval_bn_mode, eval_batch_size=eval_batch_size,
         eval_every=eval_every, eval_train=eval_train, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, trajectory_every=trajectory_every,
-        trajectory_dir=trajectory_dir, progress=progress, desc=desc, ensemble=True,
+        trajectory_dir=trajectory_dir, progress=progress, desc=desc, ensemble=True, loop=loop,
     )  # fmt: skip
 
 
@@ -196,24 +199,23 @@ def _train(
     progress: bool | None,
     desc: str,
     ensemble: bool,
+    loop: LoopMode,
 ) -> FitResult:
     data = data.on_device()
     members = len(seeds)
     hyper_axis = None if hypers is None else 0
-    epoch_fn = make_epoch_fn(net, optimizer, batch_size=batch_size, loss=loss, augment=augment)
     make_eval = make_ensemble_evaluator if ensemble else make_evaluator
     evaluate = make_eval(net, mode=eval_bn_mode, batch_size=eval_batch_size, loss=loss)
     if ensemble:
-        init = jax.vmap(
-            lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis)
-        )
-        jitted = jax.jit(jax.vmap(epoch_fn, in_axes=(0, hyper_axis, 0, None, None, None)))
+        init = jax.vmap(lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis))
     else:
         init = lambda p, s, h: init_train_state(p, s, optimizer, h)
-        jitted = jax.jit(epoch_fn)
     ts = jax.jit(init)(params, model_state, hypers)
     t_compile = time.perf_counter()
-    run_epoch = jitted.lower(ts, hypers, keys, data.x_train, data.y_train, jnp.int32(0)).compile()
+    run_epoch, loop_mode = build_epoch_runner(
+        net, optimizer, batch_size=batch_size, loss=loss, augment=augment, ensemble=ensemble,
+        hyper_axis=hyper_axis, loop=loop, example=(ts, hypers, keys, data.x_train, data.y_train),
+    )  # fmt: skip
     compile_time = time.perf_counter() - t_compile
 
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None
@@ -297,4 +299,5 @@ def _train(
         trajectory_epochs=t_epochs,
         trajectory=t_vectors,
         compile_time=compile_time,
+        loop=loop_mode,
     )

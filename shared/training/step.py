@@ -28,9 +28,7 @@ from shared.training.divergence import all_finite, select
 from shared.training.losses import Loss, correct, cross_entropy
 from shared.training.network import Network
 
-OptimizerLike: TypeAlias = (
-    optax.GradientTransformation | Callable[[Any], optax.GradientTransformation]
-)
+OptimizerLike: TypeAlias = optax.GradientTransformation | Callable[[Any], optax.GradientTransformation]
 Augment: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -59,13 +57,9 @@ def resolve_optimizer(optimizer: OptimizerLike, hyper: Any) -> optax.GradientTra
     return optimizer(hyper)
 
 
-def init_train_state(
-    params: Any, model_state: Any, optimizer: OptimizerLike, hyper: Any = None
-) -> TrainState:
+def init_train_state(params: Any, model_state: Any, optimizer: OptimizerLike, hyper: Any = None) -> TrainState:
     tx = resolve_optimizer(optimizer, hyper)
-    return TrainState(
-        params, model_state, tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), bool)
-    )
+    return TrainState(params, model_state, tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
 
 def run_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -83,9 +77,56 @@ def epoch_batches(shuffle_key: jax.Array, epoch: jax.Array, n: int, batch_size: 
     return perm[: nb * batch_size].reshape((nb, batch_size))
 
 
+StepFn: TypeAlias = Callable[
+    [TrainState, Any, jax.Array, jax.Array, jax.Array], tuple[TrainState, tuple[Any, Any, Any]]
+]
 EpochFn: TypeAlias = Callable[
     [TrainState, Any, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, EpochStats]
 ]
+
+
+def make_train_step(
+    net: Network,
+    optimizer: OptimizerLike,
+    *,
+    loss: Loss = cross_entropy,
+    augment: Augment | None = None,
+) -> StepFn:
+    """``step(ts, hyper, xb, yb, step_key) -> (ts, (loss, accuracy, applied))`` on one batch.
+
+    The step's keys are ``fold_in(step_key, ts.step)`` (then 0: augmentation,
+    1: dropout). A non-finite loss or update leaves ``ts`` unchanged but for
+    ``failed``; ``applied`` is 1.0 for a step taken, else 0.0 (loss/accuracy 0).
+    """
+
+    def step(
+        ts: TrainState, hyper: Any, xb: jax.Array, yb: jax.Array, step_key: jax.Array
+    ) -> tuple[TrainState, tuple[Any, Any, Any]]:
+        tx = resolve_optimizer(optimizer, hyper)
+        k = jax.random.fold_in(step_key, ts.step)
+        if augment is not None:
+            xb = augment(jax.random.fold_in(k, 0), xb)
+
+        def objective(p: Any) -> tuple[jax.Array, tuple[Any, jax.Array]]:
+            out, new_state = net.apply(p, ts.model_state, xb, mode="train", key=jax.random.fold_in(k, 1))
+            return jnp.mean(loss(out, yb)), (new_state, jnp.mean(correct(out, yb)))
+
+        (value, (new_state, acc)), grads = jax.value_and_grad(objective, has_aux=True)(ts.params)
+        updates, new_opt = tx.update(grads, ts.opt_state, ts.params)
+        new_params = optax.apply_updates(ts.params, updates)
+        ok = jnp.isfinite(value) & all_finite(new_params)
+        apply = ok & ~ts.failed
+        new_ts = TrainState(
+            select(apply, new_params, ts.params),
+            select(apply, new_state, ts.model_state),
+            select(apply, new_opt, ts.opt_state),
+            ts.step + apply.astype(jnp.int32),
+            ts.failed | ~ok,
+        )
+        w = apply.astype(value.dtype)
+        return new_ts, (jnp.where(apply, value, 0.0), jnp.where(apply, acc, 0.0), w)
+
+    return step
 
 
 def make_epoch_fn(
@@ -101,6 +142,7 @@ def make_epoch_fn(
     ``hyper`` is passed to ``optimizer`` when it is a factory (else ignored);
     ``key`` is the run's key; ``x, y`` the whole training set on the device.
     """
+    step = make_train_step(net, optimizer, loss=loss, augment=augment)
 
     def epoch_fn(
         ts: TrainState, hyper: Any, key: jax.Array, x: jax.Array, y: jax.Array, epoch: jax.Array
@@ -108,44 +150,22 @@ def make_epoch_fn(
         n = x.shape[0]
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} training examples")
-        tx = resolve_optimizer(optimizer, hyper)
         shuffle_key, step_key = run_keys(key)
         batches = epoch_batches(shuffle_key, epoch, n, batch_size)
 
         def body(ts: TrainState, idx: jax.Array) -> tuple[TrainState, tuple[Any, Any, Any]]:
-            xb, yb = x[idx], y[idx]
-            k = jax.random.fold_in(step_key, ts.step)
-            if augment is not None:
-                xb = augment(jax.random.fold_in(k, 0), xb)
-
-            def objective(p: Any) -> tuple[jax.Array, tuple[Any, jax.Array]]:
-                out, new_state = net.apply(
-                    p, ts.model_state, xb, mode="train", key=jax.random.fold_in(k, 1)
-                )
-                return jnp.mean(loss(out, yb)), (new_state, jnp.mean(correct(out, yb)))
-
-            (value, (new_state, acc)), grads = jax.value_and_grad(objective, has_aux=True)(
-                ts.params
-            )
-            updates, new_opt = tx.update(grads, ts.opt_state, ts.params)
-            new_params = optax.apply_updates(ts.params, updates)
-            ok = jnp.isfinite(value) & all_finite(new_params)
-            apply = ok & ~ts.failed
-            new_ts = TrainState(
-                select(apply, new_params, ts.params),
-                select(apply, new_state, ts.model_state),
-                select(apply, new_opt, ts.opt_state),
-                ts.step + apply.astype(jnp.int32),
-                ts.failed | ~ok,
-            )
-            w = apply.astype(value.dtype)
-            return new_ts, (jnp.where(apply, value, 0.0), jnp.where(apply, acc, 0.0), w)
+            return step(ts, hyper, x[idx], y[idx], step_key)
 
         ts, (losses, accs, applied) = jax.lax.scan(body, ts, batches)
-        steps = jnp.sum(applied)
-        denom = jnp.maximum(steps, 1)
-        mean_loss = jnp.where(steps > 0, jnp.sum(losses) / denom, jnp.nan)
-        mean_acc = jnp.where(steps > 0, jnp.sum(accs) / denom, jnp.nan)
-        return ts, EpochStats(mean_loss, mean_acc, steps.astype(jnp.int32))
+        return ts, epoch_stats(losses, accs, applied)
 
     return epoch_fn
+
+
+def epoch_stats(losses: jax.Array, accs: jax.Array, applied: jax.Array) -> EpochStats:
+    """Means over the applied steps of per-step outputs stacked along axis 0."""
+    steps = jnp.sum(applied, axis=0)
+    denom = jnp.maximum(steps, 1)
+    mean_loss = jnp.where(steps > 0, jnp.sum(losses, axis=0) / denom, jnp.nan)
+    mean_acc = jnp.where(steps > 0, jnp.sum(accs, axis=0) / denom, jnp.nan)
+    return EpochStats(mean_loss, mean_acc, steps.astype(jnp.int32))
