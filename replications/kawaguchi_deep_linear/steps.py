@@ -87,6 +87,12 @@ def _max_gap_reached(gaps: pd.Series) -> float:
     return float(reached.max()) if len(reached) else float("nan")
 
 
+def _main_problem(cfg: dict[str, Any]) -> tuple[theory.Problem, np.ndarray, tuple[jax.Array, jax.Array]]:
+    """The module's data set (distinct Σ eigenvalues), its spectrum, and its rows on the device."""
+    problem = make_problem(cfg, cfg["data"]["singular_values"], "main")
+    return problem, problem.eigensystem()[0], (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
+
+
 def _label(index_set: tuple[int, ...]) -> str:
     return "{" + ",".join(str(i + 1) for i in index_set) + "}"
 
@@ -95,10 +101,8 @@ def _label(index_set: tuple[int, ...]) -> str:
 
 def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
     spec = cfg["critical_points"]
-    problem = make_problem(cfg, cfg["data"]["singular_values"], "main")
-    lam, _ = problem.eigensystem()
+    problem, lam, data = _main_problem(cfg)
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
-    data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
     rng = np.random.default_rng(seeds.name_to_int(f"{cfg['seed']}/{MODULE}/mixing"))
     scale = 0.5 * float(np.sum(problem.y**2))
     rows, spectra, curves = [], [], []
@@ -438,10 +442,8 @@ def _escape_runs(cfg: dict[str, Any], model: Any, template: Any, data: Any, thre
 
 def escape(cfg: dict[str, Any], outdir: Path) -> None:
     spec = cfg["escape"]
-    problem = make_problem(cfg, cfg["data"]["singular_values"], "main")
-    lam, _ = problem.eigensystem()
+    problem, lam, data = _main_problem(cfg)
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
-    data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
     loss_zero = 0.5 * float(np.sum(problem.y**2))
     frames = []
     log_every = max(1, spec["max_steps"] // 2000)
