@@ -2,8 +2,8 @@ r"""Generalised Gauss–Newton split of the Hessian, H = G + R, for supervised l
 
 For L(θ) = Σᵢ cᵢ ℓ(f(θ, xᵢ), yᵢ) with model outputs oᵢ = f(θ, xᵢ) ∈ R^C and cᵢ = 1/N
 (``"mean"``) or 1 (``"sum"``), the chain rule splits the Hessian (Schraudolph 2002, "Fast
-curvature matrix-vector products for second-order gradient descent", §3; Martens 2020,
-"New insights and perspectives on the natural gradient method", §8; the split Sagun et al.
+curvature matrix-vector products for second-order gradient descent"; Martens 2020,
+"New insights and perspectives on the natural gradient method"; the split Sagun et al.
 2017 study):
 
     H = Σᵢ cᵢ Jᵢᵀ (∇²_o ℓ) Jᵢ  +  Σᵢ cᵢ Σ_c (∂ℓ/∂o_c) ∇²_θ f_c(θ, xᵢ)  =  G + R,

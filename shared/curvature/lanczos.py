@@ -6,19 +6,19 @@ After m steps from a unit vector q₁ the Lanczos (1950) recurrence
 
 gives an orthonormal basis Q = [q₁ … q_m] and the tridiagonal T = QᵀAQ with diagonal α and
 off-diagonal β, so that A Q = Q T + β_m q_{m+1} e_mᵀ. For an eigenpair T s = θ s the Ritz
-pair (θ, y = Q s) has residual ‖A y − θ y‖ = β_m |s_m| (Paige 1971; Parlett, *The Symmetric
-Eigenvalue Problem*, §13.1), the diagnostic reported with every Ritz value here; some
+pair (θ, y = Q s) has residual ‖A y − θ y‖ = β_m |s_m| (Parlett, *The Symmetric Eigenvalue
+Problem*, 1998, ch. 13), the diagnostic reported with every Ritz value here; some
 eigenvalue of A lies within that residual of θ.
 
 In floating point the q_j lose orthogonality exactly as Ritz values converge (Paige 1976,
 "Error analysis of the Lanczos algorithm for tridiagonalizing a symmetric matrix"),
 which produces spurious copies of converged eigenvalues. Every step is therefore fully
 reorthogonalised against the stored basis, with two passes of classical Gram–Schmidt
-("twice is enough", Parlett §6.9). If β_j falls to rounding level (an invariant subspace;
+("twice is enough", Kahan and Parlett). If β_j falls to rounding level (an invariant subspace;
 exact for m ≥ the number of distinct eigenvalues the start vector sees) the recurrence
 restarts from a random vector orthogonal to the basis and stores β_j = 0: T becomes block
 diagonal, every Ritz value stays an eigenvalue estimate, and the quadrature weights
-(squared first components, see ``slq.py``) of the new blocks are exactly zero.
+(squared first components, see ``slq.py``) of the new blocks sum to zero.
 
 By default (``loop="fori"``) the whole iteration is one ``lax.fori_loop`` over a
 preallocated [m, n] basis under ``jax.jit``; the operator is a pytree argument, so new
@@ -92,10 +92,14 @@ def tridiagonal(alphas: jax.Array, betas: jax.Array) -> jax.Array:
     return alphas[..., :, None] * eye + off + jnp.swapaxes(off, -1, -2)
 
 
+HIGHEST = jax.lax.Precision.HIGHEST  # no TF32/bf16 passes on GPU/TPU for the projections
+
+
 def _orthogonalise(basis: jax.Array, w: jax.Array) -> jax.Array:
     """w − QQᵀw twice (classical Gram–Schmidt, two passes); unfilled rows of Q are zero."""
-    w = w - basis.T @ (basis @ w)
-    return w - basis.T @ (basis @ w)
+    for _ in range(2):
+        w = w - jnp.matmul(jnp.matmul(basis, w, precision=HIGHEST), basis, precision=HIGHEST)
+    return w
 
 
 def _init_state(op: Operator, key: jax.Array, v0: jax.Array | None, num_steps: int) -> tuple:
@@ -258,7 +262,7 @@ def _select(
     tol = rtol * jnp.max(jnp.abs(theta))
 
     def pick(idx: jax.Array) -> EigenResult:
-        vectors = s[:, idx].T @ decomp.basis if return_vectors else None
+        vectors = jnp.matmul(s[:, idx].T, decomp.basis, precision=HIGHEST) if return_vectors else None
         res = residuals[idx]
         return EigenResult(theta[idx], res, res <= tol, vectors, tol, m)
 

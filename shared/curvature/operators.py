@@ -72,7 +72,7 @@ class Operator:
 
 
 def _dense_matvec(a: jax.Array, v: jax.Array) -> jax.Array:
-    return a @ v
+    return jnp.matmul(a, v, precision=jax.lax.Precision.HIGHEST)
 
 
 def _diagonal_matvec(d: jax.Array, v: jax.Array) -> jax.Array:

@@ -2,15 +2,15 @@ r"""Spectral density by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao
 
 The spectral density of a symmetric A ∈ Rⁿˣⁿ is φ(t) = (1/n) Σᵢ δ(t − λᵢ). For a unit probe
 v, vᵀ f(A) v = Σᵢ (vᵀuᵢ)² f(λᵢ) is a Stieltjes integral against the spectral measure of v,
-and m Lanczos steps from v give its m-point Gauss quadrature (Golub & Meurant, *Matrices,
-Moments and Quadrature with Applications*, 2010, Thm 6.2 and §7.1):
+and m Lanczos steps from v give its m-point Gauss quadrature (Golub & Welsch 1969; Golub &
+Meurant, *Matrices, Moments and Quadrature with Applications*, 2010):
 
     vᵀ f(A) v ≈ Σ_{j=1}^m w_j f(θ_j),   θ_j = eigenvalues of T,  w_j = (e₁ᵀ s_j)²,
 
 exact for polynomials f of degree ≤ 2m − 1, with Σ_j w_j = 1. Probes with E[vvᵀ] = I/n
 (normalised Rademacher z/√n, or Gaussian z/‖z‖) make the quadrature an unbiased estimate of
 (1/n) tr f(A). Averaging over n_v independent draws and smoothing each node with a
-Gaussian gives Ghorbani et al.'s estimator (§2.2 and App. A of "An Investigation into
+Gaussian gives Ghorbani et al.'s estimator (§2 and the appendix of "An Investigation into
 Neural Net Optimization via Hessian Eigenvalue Density", ICML 2019):
 
     φ_σ(t) = (1/n_v) Σ_{l=1}^{n_v} Σ_{j=1}^m w_j^{(l)} N(t; θ_j^{(l)}, σ²),

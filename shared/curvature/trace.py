@@ -29,6 +29,8 @@ import jax.numpy as jnp
 
 from shared.curvature.operators import Operator
 
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 @partial(
     jax.tree_util.register_dataclass,
@@ -79,7 +81,7 @@ def hutch_plus_plus(
     g = jax.random.rademacher(key_g, (k, op.size), op.dtype)
     q, _ = jnp.linalg.qr(op.matmat(s, batch_size).T)  # [n, k], orthonormal columns
     low_rank = jnp.sum(q.T * op.matmat(q.T, batch_size))
-    g = g - (g @ q) @ q.T
+    g = g - jnp.matmul(jnp.matmul(g, q, precision=HIGHEST), q.T, precision=HIGHEST)
     samples = jnp.sum(g * op.matmat(g, batch_size), axis=1)
     rest, stderr = _mean_and_stderr(samples)
     return TraceResult(low_rank + rest, stderr, samples, num_matvecs)
