@@ -39,7 +39,8 @@ for _module in MODULES:
 
 rule report:
     input:
-        [path for m in MODULES for path in module_outputs(m)]
+        [path for m in MODULES for path in module_outputs(m)],
+        f"{RESULTS}/toolkit/figures/toolkit.json",
     output:
         report(f"{RESULTS}/report.html", category="report", caption="shared/report.rst")
     shell:

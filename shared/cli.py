@@ -4,6 +4,7 @@
     python -m shared.cli step MODULE STEP --scale S --outdir DIR [--config-json JSON]
     python -m shared.cli verdicts MODULE --outdir DIR
     python -m shared.cli provenance MODULE --scale S --outdir DIR [--config-json JSON]
+    python -m shared.cli toolkit-check --outdir DIR
     python -m shared.cli report --results DIR --out FILE
 
 ``--config-json`` is the merged Snakemake config (module defaults + overrides);
@@ -96,6 +97,13 @@ def cmd_provenance(args: argparse.Namespace) -> None:
     provenance.write_module_provenance(args.module, cfg, Path(args.outdir))
 
 
+def cmd_toolkit_check(args: argparse.Namespace) -> None:
+    os.environ["JAX_ENABLE_X64"] = "1"
+    from shared import toolkit_check
+
+    toolkit_check.compare(Path(args.outdir), scale=args.scale)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from shared import report
 
@@ -133,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outdir", required=True)
     p.add_argument("--config-json")
     p.set_defaults(func=cmd_provenance)
+
+    p = sub.add_parser("toolkit-check", help="curvature estimators vs the exact Hessian of a small net")
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--scale", default="quick")
+    p.set_defaults(func=cmd_toolkit_check)
 
     p = sub.add_parser("report", help="render the HTML report")
     p.add_argument("--results", required=True)

@@ -91,13 +91,7 @@ def _module_section(module: str, outdir: Path, verdicts: dict[str, Any]) -> str:
         "<table><thead><tr><th>claim</th><th>where in the paper</th><th>what we measure</th>"
         f"<th>how the verdict was reached</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>"
     )
-    for registry in sorted((outdir / "figures").glob("*.json")):
-        for fig in read_json(registry):
-            data = base64.b64encode((outdir / fig["file"]).read_bytes()).decode("ascii")
-            parts.append(
-                f"<figure><img alt='{_esc(fig['title'])}' src='data:image/png;base64,{data}'>"
-                f"<figcaption><b>{_esc(fig['title'])}.</b> {_esc(fig['caption'])}</figcaption></figure>"
-            )
+    parts += _figures(outdir)
     prov_path = outdir / "provenance.json"
     if prov_path.exists():
         prov = read_json(prov_path)
@@ -113,6 +107,39 @@ def _module_section(module: str, outdir: Path, verdicts: dict[str, Any]) -> str:
             f"{_esc(json.dumps(prov, indent=1))}</pre></details>"
         )
     return "\n".join(parts)
+
+
+def _figures(outdir: Path) -> list[str]:
+    parts = []
+    for registry in sorted((outdir / "figures").glob("*.json")):
+        for fig in read_json(registry):
+            data = base64.b64encode((outdir / fig["file"]).read_bytes()).decode("ascii")
+            parts.append(
+                f"<figure><img alt='{_esc(fig['title'])}' src='data:image/png;base64,{data}'>"
+                f"<figcaption><b>{_esc(fig['title'])}.</b> {_esc(fig['caption'])}</figcaption></figure>"
+            )
+    return parts
+
+
+def _toolkit_section(outdir: Path) -> str:
+    """The estimators' accuracy on the twin network (``shared.toolkit_check``)."""
+    import pandas as pd
+
+    table = pd.read_csv(outdir / "tables" / "estimators.csv")
+    rows = "".join(
+        f"<tr><td>{_esc(r.estimator)}</td><td>{_esc(r.quantity)}</td><td>{r.exact:.6g}</td>"
+        f"<td>{r.estimate:.6g}</td><td>{r.rel_error:.2e}</td>"
+        f"<td>{'—' if pd.isna(r.stderr) else f'{r.stderr:.2e}'}</td></tr>"
+        for r in table.itertuples()
+    )
+    return "\n".join([
+        "<h2 id='toolkit'>Toolkit accuracy</h2>",
+        "<p class='small'>Every curvature estimator the modules use, against the exact Hessian of a small "
+        "twin network, so that the estimators' error is visible next to the results that rely on them.</p>",
+        "<table id='toolkit-table'><thead><tr><th>estimator</th><th>quantity</th><th>exact</th><th>estimate</th>"
+        f"<th>relative error</th><th>stderr</th></tr></thead><tbody>{rows}</tbody></table>",
+        *_figures(outdir),
+    ])
 
 
 def render(results: Path, modules: list[str], scale: str) -> str:
@@ -132,6 +159,8 @@ def render(results: Path, modules: list[str], scale: str) -> str:
         _scorecard(loaded),
     ]
     body += [_module_section(m, results / m, v) for m, v in loaded]
+    if (results / "toolkit" / "tables" / "estimators.csv").exists():
+        body.append(_toolkit_section(results / "toolkit"))
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>landscape-replications report ({_esc(scale)})</title><style>{CSS}</style></head>"

@@ -64,3 +64,17 @@ rule provenance:
         f"{PY} -m shared.cli provenance {{wildcards.module}} --scale {SCALE} "
         f"--outdir {RESULTS}/{{wildcards.module}} --config-json {{params.cfg:q}}"
     )
+
+
+rule toolkit_check:
+    input:
+        code="shared/toolkit_check.py",
+    output:
+        table=f"{RESULTS}/toolkit/tables/estimators.csv",
+        figures=f"{RESULTS}/toolkit/figures/toolkit.json",
+        fig=report(f"{RESULTS}/toolkit/figures/toolkit.png", caption="toolkit.rst", category="toolkit"),
+    benchmark:
+        f"{RESULTS}/toolkit/benchmarks/toolkit_check.tsv"
+    threads: workflow.cores
+    shell:
+        f"{PY} -m shared.cli toolkit-check --outdir {RESULTS}/toolkit --scale {SCALE}"

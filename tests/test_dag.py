@@ -57,3 +57,16 @@ def test_snakemake_report(smoke_results: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "critical_points.png" in text and "gradient_descent.png" in text
+
+
+def test_toolkit_table_compares_estimators_with_the_exact_hessian(smoke_results: Path) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(smoke_results / "toolkit" / "tables" / "estimators.csv")
+    exact = json.loads((smoke_results / "toolkit" / "measurements" / "toolkit.json").read_text())
+    spectrum = sorted(exact["exact_spectrum"])
+    top = table[table.quantity == "λ_top1"].iloc[0]
+    assert top.exact == pytest.approx(spectrum[-1], rel=1e-12)
+    assert top.rel_error < 1e-6  # Lanczos converges on the extreme eigenvalue
+    trace = table[table.estimator.str.startswith("Hutch")]
+    assert (trace.abs_error <= 5 * trace.stderr).all()  # within the stated error

@@ -46,12 +46,13 @@ def test_report_dom_has_scorecard_rows_and_every_figure(smoke_results: Path, tmp
     claims = figures = 0
     for verdicts in smoke_results.glob("*/verdicts.json"):
         claims += len(json.loads(verdicts.read_text())["claims"])
-        for registry in (verdicts.parent / "figures").glob("*.json"):
-            figures += len(json.loads(registry.read_text()))
+    for registry in smoke_results.glob("*/figures/*.json"):
+        figures += len(json.loads(registry.read_text()))
     assert claims > 0 and figures > 0
     assert len(re.findall(r'<tr class="scorecard-row"', dom)) == claims
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', dom)
     assert len(images) == figures
+    assert 'id="toolkit-table"' in dom  # the estimators' accuracy table
 
 
 def test_report_screenshot_is_not_blank(smoke_results: Path, tmp_path: Path) -> None:
