@@ -1,0 +1,157 @@
+"""Directions: filter normalisation (Li et al. §4) filter by filter, biases/BN zeroed, PCA of a
+trajectory in a known plane (Li et al. §7)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from shared.landscape.directions import (
+    between,
+    filter_norms,
+    normalize_direction,
+    pca_directions,
+    project,
+    random_direction,
+)
+from shared.models.functional import pure
+from shared.models.mlp import make_batch_norm
+
+
+class ConvBN(nnx.Module):
+    """conv3×3-4 → BN → ReLU → flatten → dense-3: conv, dense, bias and BN leaves."""
+
+    def __init__(self, *, rngs: nnx.Rngs) -> None:
+        self.conv = nnx.Conv(2, 4, (3, 3), rngs=rngs, param_dtype=jnp.float64)
+        self.bn = make_batch_norm(4, rngs, jnp.float64)
+        self.head = nnx.Linear(5 * 5 * 4, 3, rngs=rngs, param_dtype=jnp.float64)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.relu(self.bn(self.conv(x)))
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture()
+def params():
+    model = ConvBN(rngs=nnx.Rngs(0))
+    _, p = pure(model)
+    # non-trivial BN parameters, so "zeroed" is not trivially true
+    return jax.tree_util.tree_map(lambda w: w + 0.3 if w.ndim == 1 else w, p)
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree)
+
+
+def test_filter_normalised_direction_matches_every_filter_norm(params):
+    d = random_direction(params, jax.random.key(1), norm="filter", ignore="biasbn")
+    dn, wn = filter_norms(d), filter_norms(params)
+    checked = 0
+    for dleaf, wleaf, dnorm, wnorm in zip(_leaves(d), _leaves(params), _leaves(dn), _leaves(wn), strict=False):
+        del dleaf, wleaf
+        np.testing.assert_allclose(dnorm, wnorm, rtol=1e-12)
+        checked += 1
+    # filter_norms drops ndim<2 leaves; the conv (3,3,2,4) and dense (100,3) kernels remain
+    assert checked == 2
+    shapes = sorted(w.shape for w in _leaves(params) if w.ndim >= 2)
+    assert shapes == [(3, 3, 2, 4), (100, 3)]
+    kernel = d["conv"]["kernel"][...]
+    # the last axis indexes filters: each [..., j] slice has the weight filter's norm
+    for j in range(4):
+        np.testing.assert_allclose(jnp.linalg.norm(kernel[..., j]),
+                                   jnp.linalg.norm(params["conv"]["kernel"][...][..., j]), rtol=1e-12)
+
+
+def test_biases_and_batchnorm_are_zeroed_with_ignore_biasbn(params):
+    d = random_direction(params, jax.random.key(2), norm="filter", ignore="biasbn")
+    for dleaf, wleaf in zip(_leaves(d), _leaves(params), strict=True):
+        if wleaf.ndim <= 1:
+            assert np.all(np.asarray(dleaf) == 0)
+        else:
+            assert np.all(np.asarray(dleaf) != 0)
+
+
+def test_without_ignore_1d_leaves_copy_the_weights_as_in_lis_code(params):
+    d = random_direction(params, jax.random.key(3), norm="filter", ignore=None)
+    for dleaf, wleaf in zip(_leaves(d), _leaves(params), strict=True):
+        if wleaf.ndim <= 1:
+            np.testing.assert_array_equal(dleaf, wleaf)
+
+
+def test_layer_and_no_normalisation(params):
+    raw = jax.tree_util.tree_map(jnp.ones_like, params)
+    d = normalize_direction(raw, params, norm="layer", ignore="biasbn")
+    for dleaf, wleaf in zip(_leaves(d), _leaves(params), strict=True):
+        if wleaf.ndim >= 2:
+            np.testing.assert_allclose(jnp.linalg.norm(dleaf), jnp.linalg.norm(wleaf), rtol=1e-12)
+    same = normalize_direction(raw, params, norm="none", ignore=None)
+    for a, b in zip(_leaves(same), _leaves(raw), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        normalize_direction(raw, params, norm="filters")  # type: ignore[arg-type]
+
+
+def test_direction_is_deterministic_in_the_key(params):
+    a = ravel_pytree(random_direction(params, jax.random.key(7)))[0]
+    b = ravel_pytree(random_direction(params, jax.random.key(7)))[0]
+    c = ravel_pytree(random_direction(params, jax.random.key(8)))[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_between_gives_the_interpolation_direction(params):
+    other = jax.tree_util.tree_map(lambda w: 2 * w + 1, params)
+    d = between(params, other)
+    mid = jax.tree_util.tree_map(lambda w, v: w + 0.5 * v, params, d)
+    expected = jax.tree_util.tree_map(lambda a, b: 0.5 * (a + b), params, other)
+    np.testing.assert_allclose(ravel_pytree(mid)[0], ravel_pytree(expected)[0], rtol=1e-14)
+
+
+def _plane_trajectory(rng, n=60, steps=15):
+    basis, _ = np.linalg.qr(rng.normal(size=(n, 2)))
+    u, v = basis.T
+    centre = rng.normal(size=n)
+    t = np.linspace(0, 1, steps)
+    coeff = np.stack([3 * np.cos(2 * t) * (1 - t), np.sin(5 * t) * (1 - t)], axis=1)
+    return centre + coeff @ np.stack([u, v]), u, v
+
+
+def test_pca_of_a_planar_trajectory_recovers_the_plane():
+    rng = np.random.default_rng(0)
+    traj, u, v = _plane_trajectory(rng)
+    pca = pca_directions(traj)
+    plane = np.stack([u, v], axis=1)
+    for d in pca.directions:
+        d = np.asarray(d)
+        np.testing.assert_allclose(np.linalg.norm(d), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(plane @ (plane.T @ d), d, atol=1e-10)  # d lies in span(u, v)
+    assert abs(float(np.dot(pca.directions[0], pca.directions[1]))) < 1e-10
+    assert pca.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-10)
+    assert pca.explained_variance_ratio[0] >= pca.explained_variance_ratio[1]
+    # coordinates reconstruct θ_i − θ_final exactly, and equal the least-squares projection
+    recon = pca.coordinates @ np.stack(pca.directions)
+    np.testing.assert_allclose(recon, traj - traj[-1], atol=1e-10)
+    np.testing.assert_allclose(project(traj, traj[-1], list(pca.directions)), pca.coordinates, atol=1e-10)
+
+
+def test_pca_on_pytrees_ignores_biases_and_bn():
+    rng = np.random.default_rng(1)
+    traj, _, _ = _plane_trajectory(rng, n=12)
+    trees = [{"w": jnp.asarray(row.reshape(3, 4)), "b": jnp.asarray(rng.normal(size=4))} for row in traj]
+    pca = pca_directions(trees, ignore="biasbn")
+    assert pca.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-10)
+    for d in pca.directions:
+        assert np.all(np.asarray(d["b"]) == 0)
+        assert d["w"].shape == (3, 4)
+    # without ignoring, the random biases add variance outside the plane
+    assert pca_directions(trees).explained_variance_ratio.sum() < 0.999
