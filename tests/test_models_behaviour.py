@@ -64,17 +64,13 @@ def test_batchnorm_modes_and_state_updates() -> None:
     assert same_state is state and bs_state is state
     assert not np.allclose(np.asarray(out_train), np.asarray(out_bs))  # dropout only in train
     assert not np.allclose(np.asarray(out_bs), np.asarray(out_eval))  # batch vs running stats
-    changed = jax.tree_util.tree_map(
-        lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), new_state, state
-    )
+    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), new_state, state)
     assert all(jax.tree_util.tree_leaves(changed))  # every running statistic moved
     # batch_stats mode normalises with the batch's own statistics: the hidden
     # pre-activations after BN have zero mean over the batch.
     model = net.model(params, state, mode="batch_stats")
     h = model.norms[0](model.layers[0](x))
-    np.testing.assert_allclose(
-        np.asarray(h.mean(0)), np.asarray(params["norms"][0]["bias"][...]), atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(h.mean(0)), np.asarray(params["norms"][0]["bias"][...]), atol=1e-5)
 
 
 def test_nnx_train_eval_switch_on_the_module() -> None:

@@ -70,7 +70,6 @@ EXPECTED = {
     "resnet110": cifar_resnet(110),
     "resnet20_noshort": cifar_resnet(20, shortcut="none"),
     "resnet56_noshort": cifar_resnet(56, shortcut="none"),
-    "resnet110_noshort": cifar_resnet(110, shortcut="none"),
     "wrn56_2": cifar_resnet(56, 2),
     "wrn56_4": cifar_resnet(56, 4),
     "wrn56_8": cifar_resnet(56, 8),
@@ -99,9 +98,7 @@ def test_resnet_counts_match_he_et_al_table6() -> None:
 def test_choromanska_and_mlp_counts() -> None:
     for n1 in (25, 500):
         assert registry.param_count("choromanska", n_hidden=n1) == dense(100, n1) + dense(n1, 10)
-    assert registry.param_count("mlp", widths=(7, 5, 3), batch_norm=True) == (
-        dense(7, 5) + bn(5) + dense(5, 3)
-    )
+    assert registry.param_count("mlp", widths=(7, 5, 3), batch_norm=True) == (dense(7, 5) + bn(5) + dense(5, 3))
 
 
 SHAPES = {

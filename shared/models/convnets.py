@@ -111,9 +111,7 @@ class KeskarShallow(nnx.Module):
         self.conv1 = ConvBNReLU(in_channels, 64, 5, rngs=rngs, param_dtype=param_dtype)
         self.conv2 = ConvBNReLU(64, 64, 5, rngs=rngs, param_dtype=param_dtype)
         side = _ceil_half(_ceil_half(image_size))  # two 'same' pools of stride 2
-        self.fc1 = DenseBNReLU(
-            side * side * 64, 384, dropout=dropout, rngs=rngs, param_dtype=param_dtype
-        )
+        self.fc1 = DenseBNReLU(side * side * 64, 384, dropout=dropout, rngs=rngs, param_dtype=param_dtype)
         self.fc2 = DenseBNReLU(384, 192, dropout=dropout, rngs=rngs, param_dtype=param_dtype)
         self.out = nnx.Linear(192, num_classes, param_dtype=param_dtype, rngs=rngs)
 
@@ -163,17 +161,13 @@ class KeskarDeep(nnx.Module):
                 side = _ceil_half(side)
             else:
                 out_ch, p = item
-                convs.append(
-                    ConvBNReLU(ch, out_ch, 3, dropout=p, rngs=rngs, param_dtype=param_dtype)
-                )
+                convs.append(ConvBNReLU(ch, out_ch, 3, dropout=p, rngs=rngs, param_dtype=param_dtype))
                 pool_after.append(False)
                 ch = out_ch
         self.convs = nnx.List(convs)
         self.pool_after = tuple(pool_after)
         self.drop_in = nnx.Dropout(0.5)
-        self.fc = DenseBNReLU(
-            side * side * ch, 512, dropout=0.5, rngs=rngs, param_dtype=param_dtype
-        )
+        self.fc = DenseBNReLU(side * side * ch, 512, dropout=0.5, rngs=rngs, param_dtype=param_dtype)
         self.out = nnx.Linear(512, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, rngs: Rngish = None) -> jax.Array:
@@ -216,9 +210,7 @@ class VGG(nnx.Module):
                 pool_after[-1] = True
                 side = _ceil_half(side)  # ceil_mode=True
             else:
-                convs.append(
-                    ConvBNReLU(ch, int(item), 3, padding=PAD1, rngs=rngs, param_dtype=param_dtype)
-                )
+                convs.append(ConvBNReLU(ch, int(item), 3, padding=PAD1, rngs=rngs, param_dtype=param_dtype))
                 pool_after.append(False)
                 ch = int(item)
         self.convs = nnx.List(convs)

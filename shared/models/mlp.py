@@ -57,9 +57,7 @@ def make_batch_norm(features: int, rngs: nnx.Rngs, param_dtype: Any = jnp.float3
     (``nnx.BatchNorm`` keeps them in float32 whatever ``param_dtype`` is; a float64
     model needs float64 statistics for float64 eval-mode losses and Hessians.)
     """
-    layer = nnx.BatchNorm(
-        features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs
-    )
+    layer = nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, param_dtype=param_dtype, rngs=rngs)
     layer.mean = nnx.BatchStat(jnp.zeros((features,), param_dtype))
     layer.var = nnx.BatchStat(jnp.ones((features,), param_dtype))
     return layer
@@ -109,9 +107,7 @@ class MLP(nnx.Module):
             ]
         )
         hidden = widths[1:-1]
-        self.norms = nnx.List(
-            [make_batch_norm(h, rngs, param_dtype) for h in hidden] if batch_norm else []
-        )
+        self.norms = nnx.List([make_batch_norm(h, rngs, param_dtype) for h in hidden] if batch_norm else [])
         self.dropouts = nnx.List([nnx.Dropout(dropout) for _ in hidden] if dropout > 0 else [])
 
     def __call__(self, x: jax.Array, *, rngs: Rngish = None) -> jax.Array:
@@ -127,9 +123,7 @@ class MLP(nnx.Module):
         return self.layers[-1](x)
 
 
-def keskar_f1(
-    *, rngs: nnx.Rngs, depth: int = 5, width: int = 512, num_classes: int = 10, **kw: Any
-) -> MLP:
+def keskar_f1(*, rngs: nnx.Rngs, depth: int = 5, width: int = 512, num_classes: int = 10, **kw: Any) -> MLP:
     """Keskar et al. (2017) F1, the fully connected MNIST network (Table 1).
 
     The paper's Appendix B.1 was not at hand (``CLAIMS.md``: "NOT FOUND"), and the
@@ -142,9 +136,7 @@ def keskar_f1(
     return MLP((784, *([width] * depth), num_classes), batch_norm=True, rngs=rngs, **kw)
 
 
-def choromanska_net(
-    n_hidden: int, *, rngs: nnx.Rngs, n_in: int = 100, num_classes: int = 10, **kw: Any
-) -> MLP:
+def choromanska_net(n_hidden: int, *, rngs: nnx.Rngs, n_in: int = 100, num_classes: int = 10, **kw: Any) -> MLP:
     """Choromanska et al. (2015) §5: one hidden ReLU layer on 10×10 MNIST.
 
     n₁ ∈ {25, 50, 100, 250, 500} hidden units, 100 inputs, 10 outputs; biases

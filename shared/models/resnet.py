@@ -75,9 +75,7 @@ class BasicBlock(nnx.Module):
         self.stride = stride
         self.pad_channels = c_out - c_in
         needs_projection = shortcut == "B" and (stride != 1 or c_in != c_out)
-        self.proj_conv = (
-            _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
-        )
+        self.proj_conv = _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
         self.proj_bn = make_batch_norm(c_out, rngs, param_dtype) if needs_projection else None
 
     def residual(self, x: jax.Array) -> jax.Array:
@@ -131,11 +129,7 @@ class CifarResNet(nnx.Module):
         for stage, c_out in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(
-                    BasicBlock(
-                        c_in, c_out, stride, shortcut=shortcut, rngs=rngs, param_dtype=param_dtype
-                    )
-                )
+                blocks.append(BasicBlock(c_in, c_out, stride, shortcut=shortcut, rngs=rngs, param_dtype=param_dtype))
                 c_in = c_out
         self.blocks = nnx.List(blocks)
         self.linear = nnx.Linear(widths[-1], num_classes, param_dtype=param_dtype, rngs=rngs)
@@ -158,6 +152,4 @@ def resnet(
     **kw: Any,
 ) -> CifarResNet:
     """ResNet-``depth`` (``width``× wide); ``noshort=True`` removes every shortcut."""
-    return CifarResNet(
-        depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width, **kw
-    )
+    return CifarResNet(depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width, **kw)

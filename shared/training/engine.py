@@ -10,6 +10,8 @@
 
 Each epoch is one jitted ``lax.scan`` over minibatches (``shared.training.step``)
 with the data already on the device; the host only sees per-epoch numbers.
+(``loop="auto"`` drives convnets on the CPU one jitted step at a time instead,
+still without host round trips: see ``shared.training.loops``.)
 Evaluation runs after the epochs chosen by ``eval_every`` in ``eval_bn_mode``
 (``"eval"``: BatchNorm running averages, the default; ``"batch_stats"``: each
 evaluation batch's own statistics). ``fit_ensemble`` ``vmap``s the same epoch
@@ -118,7 +120,15 @@ def fit(
     loop: LoopMode = "auto",
 ) -> FitResult:
     """Train one network for ``epochs`` epochs (resuming from ``checkpoint_dir`` if it
-    holds a checkpoint); stops early if it diverges. ``seed`` only labels the run."""
+    holds a checkpoint); stops early if it diverges. ``seed`` only labels the run.
+
+    ``optimizer`` is an optax transformation, or a factory called with ``hyper``;
+    ``augment(key, x_batch)`` (e.g. ``random_crop_flip``) runs on the device;
+    ``loss`` is per-example (``cross_entropy`` by default). Evaluation of the test
+    set (and of the clean training set with ``eval_train``) runs every
+    ``eval_every`` epochs in ``eval_bn_mode``. Checkpoints are written every
+    ``checkpoint_every`` epochs, trajectory snapshots every ``trajectory_every``.
+    """
     return _train(
         net, params, model_state, data, optimizer=optimizer, epochs=epochs,
         batch_size=batch_size, keys=key, seeds=[seed], hypers=hyper, loss=loss,

@@ -22,9 +22,7 @@ from shared.training.network import Mode, Network
 Evaluator = Callable[[Any, Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def make_evaluator(
-    net: Network, *, mode: Mode, batch_size: int, loss: Loss = cross_entropy
-) -> Evaluator:
+def make_evaluator(net: Network, *, mode: Mode, batch_size: int, loss: Loss = cross_entropy) -> Evaluator:
     """A jitted ``(params, state, x, y) -> (mean loss, accuracy)``."""
     if mode == "train":
         raise ValueError("evaluate in 'eval' or 'batch_stats' mode; 'train' updates state")
@@ -56,9 +54,7 @@ def make_evaluator(
     return jax.jit(evaluate)
 
 
-def make_ensemble_evaluator(
-    net: Network, *, mode: Mode, batch_size: int, loss: Loss = cross_entropy
-) -> Evaluator:
+def make_ensemble_evaluator(net: Network, *, mode: Mode, batch_size: int, loss: Loss = cross_entropy) -> Evaluator:
     """``make_evaluator`` vmapped over stacked params/state (data shared)."""
     single = make_evaluator(net, mode=mode, batch_size=batch_size, loss=loss)
     return jax.jit(jax.vmap(single, in_axes=(0, 0, None, None)))

@@ -128,9 +128,7 @@ def train_ensemble(
         )
         return new, logged
 
-    def block(
-        m: _Member, h: Any, data: Any, length: int
-    ) -> tuple[_Member, tuple[jax.Array, jax.Array]]:
+    def block(m: _Member, h: Any, data: Any, length: int) -> tuple[_Member, tuple[jax.Array, jax.Array]]:
         """``length`` steps; returns the loss before the first and the flat params then."""
         flat = ravel_pytree(m.params)[0] if record_params else jnp.zeros((0,))
         m, losses = jax.lax.scan(lambda c, _: one_step(c, h, data), m, None, length=length)
@@ -179,9 +177,9 @@ def train_ensemble(
         bar.close()
     final, gnorm, flat = jax.device_get(v_finish(state, data))
     history.append(np.asarray(final)[:, None])
-    log_steps = np.concatenate(
-        [np.arange(n_full) * log_every, [n_full * log_every] if rem else [], [steps]]
-    ).astype(np.int64)
+    log_steps = np.concatenate([np.arange(n_full) * log_every, [n_full * log_every] if rem else [], [steps]]).astype(
+        np.int64
+    )
     failed = np.asarray(state.failed)
     step = np.asarray(state.step)
     trajectory = None

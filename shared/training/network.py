@@ -95,16 +95,12 @@ def network_from_model(model: nnx.Module) -> tuple[Network, Any, Any]:
     return Network(graphs, _accepts_rngs(model)), params, state
 
 
-def init_network(
-    build: Callable[[nnx.Rngs], nnx.Module], key: jax.Array
-) -> tuple[Network, Any, Any]:
+def init_network(build: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> tuple[Network, Any, Any]:
     """Build a model from ``key`` and return ``(Network, params, state)``."""
     return network_from_model(build(nnx.Rngs(key)))
 
 
-def init_ensemble(
-    build: Callable[[nnx.Rngs], nnx.Module], keys: jax.Array
-) -> tuple[Network, Any, Any]:
+def init_ensemble(build: Callable[[nnx.Rngs], nnx.Module], keys: jax.Array) -> tuple[Network, Any, Any]:
     """``init_network`` for a stack of keys, with ``vmap``: params/state get a
     leading member axis, and member i equals ``init_network(build, keys[i])``."""
     net, _, _ = network_from_model(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
