@@ -131,8 +131,15 @@ def train_ensemble(
     def block(m: _Member, h: Any, data: Any, length: int) -> tuple[_Member, tuple[jax.Array, jax.Array]]:
         """``length`` steps; returns the loss before the first and the flat params then."""
         flat = ravel_pytree(m.params)[0] if record_params else jnp.zeros((0,))
-        m, losses = jax.lax.scan(lambda c, _: one_step(c, h, data), m, None, length=length)
-        return m, (losses[0], flat)
+
+        def body(carry: tuple[_Member, jax.Array], i: jax.Array) -> tuple[tuple[_Member, jax.Array], None]:
+            m, first = carry
+            m, logged = one_step(m, h, data)
+            return (m, jnp.where(i == 0, logged, first)), None  # keep only the block's first loss
+
+        zero = jnp.zeros((), jax.eval_shape(loss_fn, m.params, data).dtype)
+        (m, first), _ = jax.lax.scan(body, (m, zero), jnp.arange(length))
+        return m, (first, flat)
 
     def blocks(m: _Member, h: Any, data: Any, n_blocks: int, length: int) -> tuple[_Member, Any]:
         return jax.lax.scan(lambda c, _: block(c, h, data, length), m, None, length=n_blocks)
