@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -21,6 +22,7 @@ from shared.training import (
     make_optimizer,
     member_key,
     member_keys,
+    random_crop_flip,
     summarize,
     train_key,
 )
@@ -157,7 +159,8 @@ def test_evaluator_counts_every_example_once_and_modes_differ() -> None:
 
 def test_loop_modes_agree_for_a_convnet() -> None:
     """On the CPU a convnet's epoch is driven step by step (XLA:CPU runs convolution
-    gradients slowly inside loops); both drivers give the same training."""
+    gradients slowly inside loops); both drivers give the same training, with the
+    same on-device augmentation of every batch."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(24, 4, 4, 3)).astype(np.float32)
     data = Arrays(x, rng.integers(0, 10, 24).astype(np.int32))
@@ -168,6 +171,7 @@ def test_loop_modes_agree_for_a_convnet() -> None:
         runs[loop] = fit(
             net, params, state, data, optimizer=make_optimizer("momentum", 0.01), epochs=1,
             batch_size=8, key=jax.random.key(1), loop=loop,  # type: ignore[arg-type]
+            augment=functools.partial(random_crop_flip, pad=1),
         )  # fmt: skip
     assert runs["auto"].loop == "steps" and runs["scan"].loop == "scan"
     for a, b in zip(
