@@ -88,7 +88,7 @@ def test_vmapped_ensemble_matches_looped_runs_and_freezes_divergent_member() -> 
         key = member_key(0, "ensemble", seed=SEEDS[i])
         net1, p1, s1 = init_network(BUILD, init_key(key))
         one = fit(
-            net1, p1, s1, data, optimizer=sgd, hyper=lrs[i], epochs=2, batch_size=16,
+            net1, p1, s1, Arrays(data.x_train, data.y_train), optimizer=sgd, hyper=lrs[i], epochs=2, batch_size=16,
             key=train_key(key),
         )  # fmt: skip
         member = jax.tree_util.tree_map(lambda a, i=i: a[i], ens.state)
