@@ -115,7 +115,7 @@ def test_one_step_adaptive_sharpness_is_asams_closed_form(dinh):
     w, unravel = ravel_pytree(params)
     g = jax.grad(lambda v: obj(unravel(v)))(w)
     t = jnp.abs(w)
-    eps = 0.05 * t**2 * g / jnp.linalg.norm(t * g)  # Kwon et al. 2021, Eq. 8 (η = 0)
+    eps = 0.05 * t**2 * g / jnp.linalg.norm(t * g)  # Kwon et al. 2021, Algorithm 1 (η = 0)
     res = adaptive_sharpness(obj, params, rho=0.05, steps=1)
     assert res.max_loss == pytest.approx(max(float(obj(unravel(w + eps))), res.loss), rel=1e-12)
 

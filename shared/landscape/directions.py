@@ -1,6 +1,6 @@
 r"""Directions in parameter space for loss-landscape plots (Li et al., NeurIPS 2018, §4–§7).
 
-**Filter normalisation** (Li et al. §4, Eq. 3; official code ``net_plotter.normalize_direction``):
+**Filter normalisation** (Li et al. §4; official code ``net_plotter.normalize_direction``):
 draw d ~ N(0, I) of the shape of θ, then for every layer i and filter j
 
     d_{i,j} ← d_{i,j} / ‖d_{i,j}‖ · ‖θ_{i,j}‖          (Frobenius norms),
@@ -99,9 +99,18 @@ def gaussian_like(params: Any, key: jax.Array) -> Any:
     return jax.tree_util.tree_unflatten(treedef, draws)
 
 
+@partial(jax.jit, static_argnames=("norm", "ignore"))
+def _random_direction(params: Any, key: jax.Array, norm: str, ignore: str | None) -> Any:
+    return _normalize(gaussian_like(params, key), params, norm, ignore)
+
+
 def random_direction(params: Any, key: jax.Array, *, norm: Norm = "filter", ignore: Ignore = "biasbn") -> Any:
-    """A Gaussian direction normalised to ``params`` (Li et al. §4; defaults = the paper's figures)."""
-    return normalize_direction(gaussian_like(params, key), params, norm=norm, ignore=ignore)
+    """A Gaussian direction normalised to ``params`` (Li et al. §4; defaults = the paper's figures).
+
+    One key per parameter leaf, split from ``key`` (record the seed: surfaces depend on it).
+    """
+    _check(norm, ignore)
+    return _random_direction(params, key, norm, ignore)
 
 
 def between(start: Any, end: Any) -> Any:

@@ -3,8 +3,8 @@ r"""The loss surface L(θ) of a model on a fixed data set, and its sections (lin
 Li, Xu, Taylor, Studer, Goldstein, "Visualizing the loss landscape of neural nets"
 (NeurIPS 2018), §3–4: with a centre θ* and directions δ, η (``directions.py``),
 
-    f(α) = L(θ* + α δ)                      (1D plots, Eq. 1 of §3),
-    f(α, β) = L(θ* + α δ + β η)             (2D contour and surface plots, Eq. 2),
+    f(α) = L(θ* + α δ)                      (1D plots, §3),
+    f(α, β) = L(θ* + α δ + β η)             (2D contour and surface plots, §3–4),
 
 evaluated on a grid of (α, β), where L is the mean loss over a whole data set (Li et al.
 use the full training set, no augmentation, ``net.eval()``). Keskar et al. (ICLR 2017) §2.2
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from shared.curvature.hvp import Batches, batch_data, reduce_batches
@@ -242,6 +242,16 @@ def stack(directions: Sequence[Any]) -> Any:
     return jax.tree_util.tree_map(lambda *ds: jnp.stack(ds), *directions)
 
 
+def replicate(tree: Any) -> Any:
+    """``tree`` replicated on every device of the points mesh (a no-op with one device), so that
+    arrays committed to one device do not clash with the sharded points."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return tree
+    sharding = NamedSharding(Mesh(np.array(devices), ("points",)), P())
+    return jax.device_put(tree, sharding)
+
+
 def default_vmap_size() -> int:
     """Points evaluated together by ``vmap``: 1 on CPU (module docstring), 8 on accelerators."""
     return 1 if jax.default_backend() == "cpu" else 8
@@ -277,26 +287,29 @@ def evaluate_points(
     """(L, accuracy) at origin + Σ_k coords[i, k] directions[k] for every row i of ``coords``.
 
     One jitted call for the whole block (module docstring); the block is padded to a
-    multiple of (devices × ``vmap_size``) and the padding dropped. With ``moves_state``,
+    multiple of the number of devices and the padding dropped. With ``moves_state``,
     ``origin`` and each direction are ``(params, state)`` pairs and the BatchNorm statistics
     move too (Li et al.'s ``dir_type=states``; a zero state direction keeps them fixed).
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must be [P, {len(directions)}], got shape {coords.shape}")
+    return _evaluate_stacked(objective, origin, stack(directions), coords, vmap_size, moves_state)
+
+
+def _evaluate_stacked(
+    objective: Objective, origin: Any, stacked: Any, coords: np.ndarray, vmap_size: int | None, moves_state: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate_points` with the directions already stacked (once per section)."""
     vmap_size = default_vmap_size() if vmap_size is None else int(vmap_size)
     devices = tuple(jax.devices())
     num = coords.shape[0]
     if num == 0:
         return np.zeros(0), np.zeros(0)
-    unit = len(devices) * max(vmap_size, 1)
-    per_device = -(-num // len(devices))
-    per_device = -(-per_device // max(vmap_size, 1)) * max(vmap_size, 1)
+    per_device = -(-num // len(devices))  # lax.map handles a remainder that vmap_size does not divide
     padded = np.concatenate([coords, np.repeat(coords[-1:], per_device * len(devices) - num, axis=0)])
-    assert padded.shape[0] % unit == 0
     program = _points_program(devices, vmap_size, moves_state)
-    dtype = _float_dtype(origin)
-    loss, acc = program(objective, origin, stack(directions), jnp.asarray(padded, dtype))
+    loss, acc = program(objective, origin, stacked, jnp.asarray(padded, _float_dtype(origin)))
     return np.asarray(loss)[:num], np.asarray(acc)[:num]
 
 
@@ -426,9 +439,11 @@ def _section(
         "moves_state": moves_state,
     }
 
+    obj_r, origin_r, stacked_r = replicate((objective, origin, stack(directions)))  # once, not per chunk
+
     def compute(block: np.ndarray, start: int) -> dict[str, np.ndarray]:
         del start
-        loss, acc = evaluate_points(objective, origin, directions, block, vmap_size=vmap_size, moves_state=moves_state)
+        loss, acc = _evaluate_stacked(obj_r, origin_r, stacked_r, block, vmap_size, moves_state)
         return {"loss": loss, "accuracy": acc}
 
     table, computed = map_points(
@@ -462,7 +477,7 @@ def plane(
     vmap_size: int | None = None,
     on_chunk: ChunkCallback | None = None,
 ) -> Landscape:
-    """f(α, β) = L(θ* + α δ + β η) on the grid ``alphas`` × ``betas`` (Li et al. §4, Eq. 2).
+    """f(α, β) = L(θ* + α δ + β η) on the grid ``alphas`` × ``betas`` (Li et al. §3–4).
 
     Rows are ordered β-major (:func:`grid`). ``spec`` (e.g. model name, seed) is added to
     every chunk's key; the data, state, centre and directions are hashed into it anyway.
@@ -486,7 +501,7 @@ def line(
     moves_state: bool = False,
     on_chunk: ChunkCallback | None = None,
 ) -> Landscape:
-    """f(α) = L(θ* + α δ) for each α (Li et al. §3 Eq. 1; 1D plots).
+    """f(α) = L(θ* + α δ) for each α (Li et al. §3; 1D plots).
 
     With ``moves_state``, ``origin`` and ``direction`` are ``(params, state)`` pairs.
     """

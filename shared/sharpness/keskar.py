@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from scipy.optimize import minimize
+from scipy.optimize import Bounds, minimize
 
 from shared.curvature.operators import Static
 
@@ -193,7 +193,8 @@ def keskar_sharpness(
         y0 = u.astype(np.float64) * bound
     else:
         y0 = np.zeros_like(bound)
-    res = minimize(negative, y0, jac=True, method="L-BFGS-B", bounds=np.stack([-bound, bound], axis=1),
+    # scipy converts the bounds with Python loops over n: a fixed ~3 µs per coordinate per call
+    res = minimize(negative, y0, jac=True, method="L-BFGS-B", bounds=Bounds(-bound, bound),
                    options={"maxiter": int(maxiter)})
     max_loss = max(float(best["value"]), f0)
     y = best["y"] if best["value"] >= f0 else np.zeros_like(bound)

@@ -3,20 +3,20 @@ r"""Curvature-based sharpness measures, and the scale-invariant adaptive sharpne
 - **Top Hessian eigenvalue** λ_max(∇²L(θ)) (Keskar et al. 2017 §2.1: sharp minimisers have
   "a significant number of large positive eigenvalues"; Dinh et al. 2017 §3–4 show it can be
   made arbitrarily large by reparametrisation) — Lanczos from ``shared.curvature``.
-- **Hessian trace** tr ∇²L(θ) (Dinh et al. Theorem 4's Frobenius/trace variants) — Hutch++
-  (Meyer et al. 2021) or Hutchinson (1990) from ``shared.curvature``.
+- **Hessian trace** tr ∇²L(θ) (like ‖∇²L‖₂, unbounded under Dinh et al.'s α-scalings) —
+  Hutch++ (Meyer et al. 2021) or Hutchinson (1990) from ``shared.curvature``.
 - **Adaptive sharpness** (Kwon, Kim, Park, Choi, "ASAM: Adaptive sharpness-aware
-  minimization for scale-invariant learning of deep neural networks", ICML 2021, Def. 1–2):
+  minimization for scale-invariant learning of deep neural networks", ICML 2021, §3):
 
       S^{max}_ρ(w) = max_{‖T_w⁻¹ ε‖₂ ≤ ρ} L(w + ε) − L(w),     T_w = diag(|w|) + η I,
 
   with the element-wise normalisation operator T_w (Kwon et al. §3: η = 0 makes the measure
   invariant to any rescaling that leaves the function unchanged and multiplies weights
-  element-wise, such as Dinh's α-scalings and per-filter scalings; ASAM itself trains with
-  η = 0.01, ρ = 0.5 or 1 on CIFAR). The inner maximum is **approximated by projected
+  element-wise, such as Dinh's α-scalings and per-filter scalings; ASAM's training uses a
+  small η > 0 for stability, which breaks exact invariance). The inner maximum is **approximated by projected
   normalised gradient ascent** in u = T_w⁻¹ ε: u₀ = 0, u_{t+1} = Π_{‖u‖≤ρ}(u_t + ρ g_t/‖g_t‖)
   with g_t = T_w ∇L(w + T_w u_t). One step (``steps=1``) is exactly ASAM's first-order
-  solution ε* = ρ T_w² ∇L / ‖T_w ∇L‖ (Kwon et al. Eq. 8 / Algorithm 1); more steps can
+  solution ε* = ρ T_w² ∇L / ‖T_w ∇L‖ (Kwon et al. §3–4, Algorithm 1); more steps can
   only raise the value, and the largest loss seen is reported. Each step is equivariant
   under the invariances above, so the approximation is scale-invariant too.
 """

@@ -2,14 +2,14 @@ r"""Function-preserving reparametrisations of rectified networks (Dinh et al., I
 
 Dinh, Pascanu, Bengio, Bengio, "Sharp minima can generalize for deep nets" (ICML 2017).
 ReLU is non-negatively homogeneous, φ(αz) = αφ(z) for α > 0, so for consecutive layers
-y = W₂ φ(W₁x + b₁) + b₂ the **α-scale transformation** (§4, Definition 5)
+y = W₂ φ(W₁x + b₁) + b₂ the **α-scale transformation** (§4)
 
     T_α : (W₁, b₁, W₂) ↦ (α W₁, α b₁, α⁻¹ W₂)
 
 leaves the function unchanged while the Hessian blocks transform as
 H₁₁ → H₁₁/α², H₂₂ → α² H₂₂, H₁₂ → H₁₂ (differentiate L(αθ₁, θ₂/α) = L(θ₁, θ₂) twice), so
 λ_max, the trace and Keskar's full-space ε-sharpness can be made arbitrarily large
-(Dinh et al. Theorems 3–4, §4.2). Implemented here on a parameter pytree (an ``nnx.State``
+(Dinh et al. §3–4). Implemented here on a parameter pytree (an ``nnx.State``
 or nested dicts; a layer is the path to a node holding ``kernel`` and optionally ``bias``;
 Flax layout, so the output axis of a kernel is the last one and the input axis −2):
 
