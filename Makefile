@@ -23,7 +23,10 @@ env: $(BIN)/.runtime-installed
 
 test-env: $(BIN)/.test-installed
 
+# A killed run resumes with the same command: a stale lock is removed (only when no
+# Snakemake works here) and jobs marked incomplete are rerun (outputs are atomic).
 replicate: env
+	$(BIN)/python -m shared.cli unlock-if-stale -- $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
 
 lint: test-env

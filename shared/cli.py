@@ -104,6 +104,36 @@ def cmd_toolkit_check(args: argparse.Namespace) -> None:
     toolkit_check.compare(Path(args.outdir), scale=args.scale)
 
 
+def cmd_unlock_if_stale(args: argparse.Namespace) -> None:
+    """Remove Snakemake's directory lock when no Snakemake process works in this folder.
+
+    A SIGKILLed run leaves its lock behind; rerunning the same command should resume,
+    not stop. A lock held by a live run (another Snakemake here) is left alone.
+    """
+    import subprocess
+
+    import psutil
+
+    here = os.path.realpath(os.getcwd())
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if proc.info["pid"] != me and "snakemake" in cmdline and "unlock" not in cmdline \
+                    and os.path.realpath(proc.info["cwd"] or "") == here:
+                print(f"a Snakemake run is active here (pid {proc.info['pid']}); lock kept")
+                return
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    locks = Path(here, ".snakemake", "locks")
+    if locks.is_dir() and any(locks.iterdir()):
+        snakemake = Path(sys.executable).with_name("snakemake")
+        extra = [a for a in args.snakemake_args if a != "--"]
+        subprocess.run([str(snakemake), "--unlock", "--cores", "1", *extra],
+                       check=True, capture_output=True)
+        print("removed a stale Snakemake lock (left by a killed run)")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from shared import report
 
@@ -146,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outdir", required=True)
     p.add_argument("--scale", default="quick")
     p.set_defaults(func=cmd_toolkit_check)
+
+    p = sub.add_parser("unlock-if-stale", help="remove the lock of a killed Snakemake run")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_unlock_if_stale)
 
     p = sub.add_parser("report", help="render the HTML report")
     p.add_argument("--results", required=True)

@@ -30,10 +30,11 @@ def _outputs(results: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_killed_dag_resumes_to_the_same_results(smoke_results: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole DAG (Snakemake and its jobs) at several moments, rerun the same
-    command, and compare with the uninterrupted run of the session fixture."""
+    """SIGKILL the whole DAG (make, Snakemake and its jobs) at several moments, rerun the
+    README's command, and compare with the uninterrupted run of the session fixture."""
     results = tmp_path / "results"
-    command = [SNAKEMAKE, "--cores", "2", "--rerun-incomplete", "--config", "scale=smoke"]
+    venv = Path(SNAKEMAKE).parent.parent
+    command = ["make", "-s", "replicate", f"VENV={venv}", "CORES=2", "SNAKEMAKE_ARGS=--config scale=smoke"]
     env = {**os.environ, "LANDSCAPE_RESULTS": str(results)}
     for delay in (6, 15, 30):
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
