@@ -25,7 +25,7 @@ class PureModel:
     rest: Any
 
     def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-        return nnx.merge(self.graphdef, params, self.rest)(x)
+        return nnx.merge(self.graphdef, params, self.rest, copy=True)(x)
 
 
 def pure(model: nnx.Module) -> tuple[PureModel, Any]:
