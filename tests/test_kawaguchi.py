@@ -118,3 +118,30 @@ def test_a_false_claim_is_not_reproduced(tmp_path: Path) -> None:
     assert judge(false_claim, measurements).verdict == "not reproduced"
     true_claim = {**false_claim, "rule": {**false_claim["rule"], "type": "at_least", "threshold": 1}}
     assert judge(true_claim, measurements).verdict == "reproduced"
+
+
+def test_compressed_problem_has_the_same_loss_and_spectrum() -> None:
+    """(Rᵀ, YQ) + offset reproduces the loss of any product and Σ's eigenvalues exactly."""
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 200)), rng.standard_normal((3, 200))
+    full = theory.Problem(x=x, y=y)
+    small = full.compressed()
+    assert small.x.shape == (6, 6) and small.y.shape == (3, 6)
+    for _ in range(3):
+        w = rng.standard_normal((3, 6))
+        assert small.loss(w) == pytest.approx(full.loss(w), rel=1e-12)
+    np.testing.assert_allclose(small.eigensystem()[0], full.eigensystem()[0], rtol=1e-10)
+    lam = full.eigensystem()[0]
+    assert theory.global_min(small.eigensystem()[0], small.y, 2, small.offset) == pytest.approx(
+        theory.global_min(lam, full.y, 2), rel=1e-12)
+
+
+def test_real_problem_reads_digits_whitened_with_one_hot_targets() -> None:
+    cfg = {"seed": 0, "data_dir": None, "real_data": {"dataset": "digits", "pca": 12}}
+    problem, description = steps.real_problem(cfg)
+    assert problem.x.shape == (12, 12) and problem.y.shape == (10, 12)
+    assert "digits" in description.lower()
+    lam = problem.eigensystem()[0]
+    assert np.all(np.diff(lam) < 0)  # distinct eigenvalues of Σ (the theorem's assumption)
+    # one-hot targets / √m: ½‖Y‖² = ½ before compression
+    assert problem.half_y_norm2 == pytest.approx(0.5, rel=1e-12)

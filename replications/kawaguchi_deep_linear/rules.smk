@@ -59,4 +59,27 @@ rule kawaguchi_escape:
         f"{STEP} {KAWA} escape --outdir {KAWA_OUT} --config-json {{params.cfg:q}}"
 
 
-module_verdict_rules(KAWA, ["critical_points", "ensembles", "escape"])
+from replications.kawaguchi_deep_linear.settings import tfds_datasets as _kawa_tfds
+
+
+rule kawaguchi_real_data:
+    input:
+        code=module_code(KAWA),
+        data=[prepared_data(name) for name in _kawa_tfds(RESOLVED[KAWA])],
+    output:
+        measurements=f"{KAWA_OUT}/measurements/real_data.json",
+        runs=f"{KAWA_OUT}/tables/real_data_runs.csv",
+        summary=f"{KAWA_OUT}/tables/real_data_summary.csv",
+        figures=f"{KAWA_OUT}/figures/real_data.json",
+        fig=report(f"{KAWA_OUT}/figures/real_data_gaps.png",
+                   caption="captions/real_data_gaps.rst", category=KAWA),
+    params:
+        cfg=module_config_json(KAWA),
+    benchmark:
+        f"{KAWA_OUT}/benchmarks/real_data.tsv"
+    threads: workflow.cores
+    shell:
+        f"{STEP} {KAWA} real_data --outdir {KAWA_OUT} --config-json {{params.cfg:q}}"
+
+
+module_verdict_rules(KAWA, ["critical_points", "ensembles", "escape", "real_data"])

@@ -36,5 +36,17 @@ def check(cfg: dict[str, Any]) -> None:
             f"config key '{KEY}.degenerate_singular_values' has value {degenerate}; allowed: "
             f"{d_y} values with at least one repeated"
         )
-    if max(cfg["escape"]["depths"]) > 8 or not cfg["escape"]["init_scales"]:
-        raise ConfigError(f"config key '{KEY}.escape.depths': allowed 2..8")
+    real = cfg["real_data"]
+    if real["pca"] < 10:
+        raise ConfigError(
+            f"config key '{KEY}.real_data.pca' has value {real['pca']}; allowed: >= 10 (d_y = 10 one-hot "
+            "targets, and the paper assumes d_y <= d_x)"
+        )
+
+
+TFDS_DATASETS = ("mnist", "fashion_mnist")
+
+
+def tfds_datasets(cfg: dict[str, Any]) -> list[str]:
+    """The prepared (tensorflow-datasets) data sets this configuration reads."""
+    return [cfg["real_data"]["dataset"]] if cfg["real_data"]["dataset"] in TFDS_DATASETS else []

@@ -36,6 +36,7 @@ class Problem:
 
     x: np.ndarray  # d_x × m
     y: np.ndarray  # d_y × m
+    offset: float = 0.0  # ½‖Y(I − QQᵀ)‖² dropped by ``compressed`` (a constant of the loss)
 
     @property
     def regression(self) -> np.ndarray:
@@ -52,7 +53,21 @@ class Problem:
         return lam[order], vec[:, order]
 
     def loss(self, product: np.ndarray) -> float:
-        return float(0.5 * np.sum((product @ self.x - self.y) ** 2))
+        return float(0.5 * np.sum((product @ self.x - self.y) ** 2) + self.offset)
+
+    @property
+    def half_y_norm2(self) -> float:
+        """½ tr(YYᵀ) of the original data (the loss at W = 0)."""
+        return float(0.5 * np.sum(self.y**2) + self.offset)
+
+    def compressed(self) -> Problem:
+        """The same loss with d_x 'examples' instead of m: with Xᵀ = QR (thin QR),
+        ‖WX − Y‖² = ‖W Rᵀ − YQ‖² + ‖Y(I − QQᵀ)‖², so (Rᵀ, YQ) and a constant offset
+        give identical losses, gradients, Hessians and Σ."""
+        q, r = np.linalg.qr(self.x.T)
+        y_q = self.y @ q
+        rest = 0.5 * float(np.sum(self.y**2) - np.sum(y_q**2))
+        return Problem(x=r.T, y=y_q, offset=self.offset + rest)
 
 
 def make_problem(rng: np.random.Generator, d_x: int, samples: int,
@@ -75,13 +90,13 @@ def make_problem(rng: np.random.Generator, d_x: int, samples: int,
     return Problem(x=x, y=y)
 
 
-def global_min(lam: np.ndarray, y: np.ndarray, p: int) -> float:
-    """L* = ½[tr(YYᵀ) − Σ_{i ≤ min(p, d_y)} λ_i]."""
-    return float(0.5 * (np.sum(y * y) - np.sum(lam[: min(p, lam.size)])))
+def global_min(lam: np.ndarray, y: np.ndarray, p: int, offset: float = 0.0) -> float:
+    """L* = ½[tr(YYᵀ) − Σ_{i ≤ min(p, d_y)} λ_i] (+ the offset of compressed data)."""
+    return float(0.5 * (np.sum(y * y) - np.sum(lam[: min(p, lam.size)])) + offset)
 
 
-def critical_loss(lam: np.ndarray, y: np.ndarray, index_set: Sequence[int]) -> float:
-    return float(0.5 * (np.sum(y * y) - np.sum(lam[list(index_set)])))
+def critical_loss(lam: np.ndarray, y: np.ndarray, index_set: Sequence[int], offset: float = 0.0) -> float:
+    return float(0.5 * (np.sum(y * y) - np.sum(lam[list(index_set)])) + offset)
 
 
 def index_sets(d_y: int, r_max: int) -> Iterator[tuple[int, ...]]:
