@@ -9,10 +9,12 @@ SNAKEMAKE_ARGS ?=
 
 .PHONY: replicate test env test-env lint benchmarks
 
-$(BIN)/.runtime-installed: requirements.lock
+$(BIN)/.runtime-installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
+	# the project itself (shared/, replications/), importable from any folder
+	$(BIN)/python -m pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 $(BIN)/.test-installed: $(BIN)/.runtime-installed requirements-tf.lock
