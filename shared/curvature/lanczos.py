@@ -51,6 +51,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from shared.curvature.failures import require_finite
 from shared.curvature.operators import Operator
 
 Loop = Literal["fori", "python"]
@@ -208,8 +209,11 @@ def lanczos(
     """
     check_steps(op, num_steps, loop)
     if loop == "fori":
-        return _run_fori_jit(op, key, v0, num_steps=num_steps)
-    return run_host_loop(op, key, v0, num_steps)
+        decomp = _run_fori_jit(op, key, v0, num_steps=num_steps)
+    else:
+        decomp = run_host_loop(op, key, v0, num_steps)
+    require_finite("Lanczos", decomp.alphas, decomp.betas)
+    return decomp
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=[

@@ -21,6 +21,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from shared.curvature.failures import require_finite
 from shared.curvature.operators import Operator, shifted
 
 
@@ -108,4 +109,5 @@ def power_iteration(
                 break
     else:
         raise ValueError(f"loop must be 'fori' or 'python', got {loop!r}")
+    require_finite("power iteration", mu)
     return PowerResult(mu + sigma, v, res, res <= rtol * jnp.abs(mu), i, sigma)

@@ -30,6 +30,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from shared.curvature.failures import require_finite
 from shared.curvature.lanczos import (
     LanczosDecomposition,
     Loop,
@@ -196,6 +197,7 @@ def slq(
         op, key, num_steps=num_steps, num_draws=num_draws, probe=probe,
         draws_batch_size=draws_batch_size, loop=loop,
     )
+    require_finite("SLQ", nodes, weights)
     s = default_sigma(nodes) if sigma is None else jnp.asarray(sigma, nodes.dtype)
     if grid is None:
         lo, hi = jnp.min(nodes) - 6 * s, jnp.max(nodes) + 6 * s

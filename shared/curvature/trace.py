@@ -27,6 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from shared.curvature.failures import require_finite
 from shared.curvature.operators import Operator
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -53,28 +54,44 @@ def _mean_and_stderr(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.mean(samples), stderr.astype(samples.dtype)
 
 
-@partial(jax.jit, static_argnames=("num_probes", "batch_size"))
 def hutchinson(
     op: Operator, key: jax.Array, *, num_probes: int, batch_size: int | None = None
 ) -> TraceResult:
-    """Hutchinson's estimate of tr(A) from ``num_probes`` Rademacher probes (matvecs)."""
+    """Hutchinson's estimate of tr(A) from ``num_probes`` Rademacher probes (matvecs).
+
+    Raises ``NonFiniteError`` if the estimate is NaN/inf.
+    """
+    result = _hutchinson(op, key, num_probes=num_probes, batch_size=batch_size)
+    require_finite("Hutchinson trace", result.estimate)
+    return result
+
+
+@partial(jax.jit, static_argnames=("num_probes", "batch_size"))
+def _hutchinson(op: Operator, key: jax.Array, *, num_probes: int, batch_size: int | None) -> TraceResult:
     z = jax.random.rademacher(key, (num_probes, op.size), op.dtype)
     samples = jnp.sum(z * op.matmat(z, batch_size), axis=1)
     estimate, stderr = _mean_and_stderr(samples)
     return TraceResult(estimate, stderr, samples, num_probes)
 
 
-@partial(jax.jit, static_argnames=("num_matvecs", "batch_size"))
 def hutch_plus_plus(
     op: Operator, key: jax.Array, *, num_matvecs: int, batch_size: int | None = None
 ) -> TraceResult:
     """Hutch++ estimate of tr(A) with ``num_matvecs`` (a multiple of 3) matvecs.
 
     ``stderr`` is the standard error of the Hutchinson part on the deflated operator (the
-    low-rank part is computed exactly given the sketch).
+    low-rank part is computed exactly given the sketch). Raises ``NonFiniteError`` if the
+    estimate is NaN/inf.
     """
     if num_matvecs < 6 or num_matvecs % 3:
         raise ValueError(f"num_matvecs must be a multiple of 3 and >= 6, got {num_matvecs}")
+    result = _hutch_plus_plus(op, key, num_matvecs=num_matvecs, batch_size=batch_size)
+    require_finite("Hutch++ trace", result.estimate)
+    return result
+
+
+@partial(jax.jit, static_argnames=("num_matvecs", "batch_size"))
+def _hutch_plus_plus(op: Operator, key: jax.Array, *, num_matvecs: int, batch_size: int | None) -> TraceResult:
     k = num_matvecs // 3
     key_s, key_g = jax.random.split(key)
     s = jax.random.rademacher(key_s, (k, op.size), op.dtype)
