@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from shared import seeds
+from shared.benchmarking import median_seconds
 from shared.curvature.gauss_newton import supervised_loss
 from shared.curvature.hvp import batch_data, full_gradient, hessian_operator
 from shared.curvature.lanczos import lanczos_eigs
@@ -72,14 +71,6 @@ def build_model(name: str, key: jax.Array) -> nnx.Module:
     return model
 
 
-def seconds(fn: Callable[[], Any], reps: int) -> float:
-    """Median wall time of ``fn()`` (blocked until ready) over ``reps`` runs."""
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def resolve_loops(args: argparse.Namespace, num_batches: int) -> tuple[str, bool]:
@@ -114,13 +105,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     grad = lambda: full_gradient(loss, params, data, reduction="mean", unroll_batches=unroll)
     jax.block_until_ready(grad())  # compile
-    floor = seconds(grad, args.reps)
+    floor = median_seconds(grad, args.reps)
     rows = []
 
     def record(task: str, hvps: int, fn: Callable[[], Any], reps: int) -> None:
         """Cold call (compiles), then the median of ``reps`` warm calls."""
-        cold = seconds(fn, 1)
-        t = seconds(fn, reps)
+        cold = median_seconds(fn, 1)
+        t = median_seconds(fn, reps)
         rows.append({
             "task": task, "hvps": hvps, "seconds": t, "hvps_per_s": hvps / t,
             "floor_seconds": hvps * floor, "ratio_to_floor": t / (hvps * floor),

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from shared import seeds
+from shared.benchmarking import median_seconds
 from shared.io import atomic_path
 from shared.landscape import directions, surface
 from shared.landscape.surface import evaluate_points
@@ -48,14 +47,6 @@ from shared.sharpness.keskar import keskar_sharpness
 ROOT_SEED = 0
 
 
-def seconds(fn: Callable[[], Any], reps: int) -> float:
-    """Median wall time of ``fn()`` (blocked until ready) over ``reps`` warm runs."""
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_images(key: jax.Array, n: int, shape: tuple[int, ...], classes: int) -> tuple[jax.Array, jax.Array]:
@@ -75,7 +66,7 @@ def bench_surface(grid: int, num_examples: int, batch_size: int, vmap_size: int 
     start = time.perf_counter()
     jax.block_until_ready(one_point(obj, params))
     floor_compile = time.perf_counter() - start
-    t_point = seconds(lambda: one_point(obj, params), reps=3)
+    t_point = median_seconds(lambda: one_point(obj, params), reps=3)
 
     start = time.perf_counter()  # compile the chunk shape (one grid row) once, outside the timing
     evaluate_points(obj, params, [d1, d2], np.zeros((grid, 2)), vmap_size=vmap_size)
@@ -107,7 +98,7 @@ def bench_keskar(num_examples: int, depth: int, dim: int | None) -> dict[str, An
     start = time.perf_counter()
     jax.block_until_ready(value_and_grad(obj, params))
     floor_compile = time.perf_counter() - start
-    t_eval = seconds(lambda: value_and_grad(obj, params), reps=3)
+    t_eval = median_seconds(lambda: value_and_grad(obj, params), reps=3)
 
     key = seeds.derive(ROOT_SEED, "bench", "keskar_subspace")
     keskar_sharpness(obj, params, epsilon=1e-3, dim=dim, key=key, maxiter=1)  # compile outside the timing

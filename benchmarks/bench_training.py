@@ -28,7 +28,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shared.benchmarking import best_seconds
 from shared.io import write_table  # noqa: E402
 from shared.models import registry  # noqa: E402
 from shared.training import (  # noqa: E402
@@ -68,13 +68,6 @@ def device_name() -> str:
     return f"cpu:{model} ({os.cpu_count()} cores)"
 
 
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measured_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -83,7 +76,7 @@ def measured_peak(n: int = 2048, repeats: int = 10) -> float:
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm = jax.jit(jnp.matmul)
     jax.block_until_ready(mm(a, b))
-    return 2.0 * n**3 / best_time(lambda: mm(a, b), repeats)
+    return 2.0 * n**3 / best_seconds(lambda: mm(a, b), repeats)
 
 
 def step_flops(net: Any, ts: Any, x: jax.Array, y: jax.Array, opt: Any, vmapped: bool) -> float:
@@ -118,7 +111,7 @@ def bench_model(name: str, shape: tuple[int, ...], batch: int, steps: int, repea
     )  # fmt: skip
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(run(ts, None, key, x, y, jnp.int32(0)))
-    seconds = best_time(lambda: run(ts, None, key, x, y, jnp.int32(0)), repeats)
+    seconds = best_seconds(lambda: run(ts, None, key, x, y, jnp.int32(0)), repeats)
     flops = step_flops(net, ts, x[:batch], y[:batch], opt, vmapped=False)
     sps = steps / seconds
     return {
@@ -151,7 +144,7 @@ def bench_ensemble(members: int, steps: int, repeats: int, peak: float) -> list[
         hyper_axis=None, loop="auto", example=(ts, None, tkeys, x, y),
     )  # fmt: skip
     jax.block_until_ready(v_run(ts, None, tkeys, x, y, e0))
-    t_vmap = best_time(lambda: v_run(ts, None, tkeys, x, y, e0), repeats)
+    t_vmap = best_seconds(lambda: v_run(ts, None, tkeys, x, y, e0), repeats)
 
     members_ts = [jax.tree_util.tree_map(lambda a, i=i: a[i], ts) for i in range(members)]
     one, _ = build_epoch_runner(
@@ -163,7 +156,7 @@ def bench_ensemble(members: int, steps: int, repeats: int, peak: float) -> list[
     def loop() -> Any:
         return [one(members_ts[i], None, tkeys[i], x, y, e0) for i in range(members)]
 
-    t_loop = best_time(loop, max(1, repeats // 2))
+    t_loop = best_seconds(loop, max(1, repeats // 2))
     flops_v = step_flops(net, ts, x[:batch], y[:batch], opt, vmapped=True)
     rows = []
     for mode, seconds in (("vmap", t_vmap), ("loop", t_loop)):
