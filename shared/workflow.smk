@@ -10,8 +10,11 @@ MODULE_STEPS = {}  # module -> its measurement steps (filled by module_verdict_r
 
 
 def module_config_json(module):
-    """The module's config section + scale, as JSON: a rule reruns when it changes."""
-    section = {module: config.get(module, {}), "scale": SCALE}
+    """The module's settings at this scale (+ overrides, seed), as JSON: a rule reruns when
+    they change, and only then (editing another scale's settings reruns nothing)."""
+    own = dict(config.get(module, {}))
+    own["scales"] = {SCALE: (own.get("scales") or {}).get(SCALE, {})}
+    section = {module: own, "scale": SCALE}
     if config.get("data_dir"):
         section["data_dir"] = config["data_dir"]
     return json.dumps(section, sort_keys=True)
