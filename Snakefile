@@ -2,13 +2,21 @@
 #   snakemake --cores all                               # everything, quick scale
 #   snakemake --cores all baldi_linear_autoencoder      # one paper
 #   snakemake --cores all --config scale=paper          # the paper's scale (GPU)
+# Every module's rules are generated from its declaration (replications/<module>/module.py)
+# by shared/workflow.smk; the config is validated and resolved once, here.
 import sys
 
-from shared.config import ConfigError, available_modules, results_root, validate_all
+from snakemake.utils import min_version
 
-MODULES = available_modules()
-for _module in MODULES:
-    configfile: f"replications/{_module}/config.yaml"
+from shared.config import ConfigError, config_namespaces, default_scale, results_root, validate_all
+from shared.module import all_modules, paper_modules
+
+min_version("9.0")
+
+MODULES = paper_modules()
+KIT_MODULES = all_modules()
+for _module in config_namespaces():
+    configfile: f"{'shared/toolkit' if _module == 'toolkit' else 'replications/' + _module}/config.yaml"
 
 try:
     RESOLVED = validate_all(config)
@@ -16,32 +24,28 @@ except ConfigError as _err:
     print(f"error: {_err}", file=sys.stderr)
     sys.exit(2)
 
-SCALE = config.get("scale", "quick")
+SCALE = config.get("scale", default_scale())
 RESULTS = results_root(SCALE)
 
-include: "shared/workflow.smk"
 include: "shared/data/data.smk"
-for _module in MODULES:
-    include: f"replications/{_module}/rules.smk"
+include: "shared/workflow.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/report.html"
-
-
-for _module in MODULES:
-    rule:
-        name: _module
-        input: module_outputs(_module)
+        f"{RESULTS}/report.html",
 
 
 rule report:
     input:
-        [path for m in MODULES for path in module_outputs(m)],
-        f"{RESULTS}/toolkit/figures/toolkit.json",
+        outputs=[path for m in KIT_MODULES for path in module_outputs(m)],
+        benchmarks=[path for m in KIT_MODULES for path in module_benchmarks(m)],
     output:
-        report(f"{RESULTS}/report.html", category="report", caption="shared/report.rst")
+        html=report(f"{RESULTS}/report.html", category="report", caption="shared/report.rst"),
+        timings=f"{RESULTS}/timings.csv",
+    log:
+        f"{RESULTS}/logs/report.log",
     shell:
-        f"{PY} -m shared.cli report --results {RESULTS} --out {{output}} --scale {SCALE}"
+        f"{PY} -m shared.cli report --results {RESULTS} --out {{output.html}} --timings {{output.timings}} "
+        f"--scale {SCALE} --modules {' '.join(MODULES)} --benchmarks {{input.benchmarks}} 2>&1 | tee {{log}}"

@@ -1,21 +1,20 @@
-"""Command-line entry points that the Snakemake rules call (and users may call).
+"""Command-line entry points that the generated Snakemake rules call (and users may call).
 
-    python -m shared.cli validate [--config-json JSON]        # the whole config
-    python -m shared.cli step MODULE STEP --scale S --outdir DIR [--config-json JSON]
-    python -m shared.cli verdicts MODULE --outdir DIR
-    python -m shared.cli provenance MODULE --scale S --outdir DIR [--config-json JSON]
-    python -m shared.cli toolkit-check --outdir DIR
-    python -m shared.cli report --results DIR --out FILE
+    python -m shared.cli validate [--config-json JSON] [--scale S]     # the whole config
+    python -m shared.cli step MODULE STEP --outdir DIR --settings-json JSON
+    python -m shared.cli verdicts MODULE --out FILE --claims YAML --measurements FILE...
+    python -m shared.cli provenance MODULE --out FILE --settings-json JSON --runinfo FILE... --benchmarks FILE...
+    python -m shared.cli report --results DIR --out FILE --timings CSV --benchmarks FILE...
 
-``--config-json`` is the merged Snakemake config (module defaults + overrides);
-every command validates it before computing anything. Errors in the input are
-printed as one line (``error: ...``) with exit status 2, never a traceback.
+The Snakefile validates and resolves the configuration once (``shared.config.validate_all``)
+and hands each rule its module's resolved settings (``--settings-json``); nothing here reads
+``config.yaml`` again except ``validate``, which does what the Snakefile does. Errors in the
+input are printed as one line (``error: ...``) with exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -23,38 +22,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.config import ConfigError, available_modules, module_defaults, resolve, validate_all
+from shared.config import ConfigError, config_namespaces, deep_merge, module_defaults, validate_all
 
 
 def _merged_config(config_json: str | None, scale: str | None = None) -> dict[str, Any]:
-    """Module defaults from their config.yaml files, updated by ``config_json``."""
-    from shared.config import deep_merge
-
+    """Module defaults from their config.yaml files, updated by ``config_json`` (as Snakemake merges)."""
     merged: dict[str, Any] = {}
-    for module in available_modules():
+    for module in config_namespaces():
         merged.update(module_defaults(module))
     if config_json:
         try:
             overrides = json.loads(config_json)
         except json.JSONDecodeError as err:
             raise ConfigError(f"--config-json is not valid JSON: {err}") from None
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"--config-json has value {config_json}; allowed: a JSON object, e.g. '{{\"scale\": \"paper\"}}'")
         merged = deep_merge(merged, overrides)
     if scale is not None:
         merged["scale"] = scale
     return merged
 
 
-def _settings(module: str) -> Any:
-    try:
-        return importlib.import_module(f"replications.{module}.settings")
-    except ModuleNotFoundError:
-        return None
-
-
-def _prepare_jax(module: str, threads: int | None) -> None:
+def _prepare_jax(x64: bool, threads: int | None) -> None:
     """Precision and threads must be fixed before JAX creates any array."""
-    settings = _settings(module)
-    if settings is not None and getattr(settings, "X64", False):
+    if x64:
         os.environ["JAX_ENABLE_X64"] = "1"
     if threads == 1:
         flags = os.environ.get("XLA_FLAGS", "")
@@ -63,45 +54,50 @@ def _prepare_jax(module: str, threads: int | None) -> None:
         ).strip()
 
 
+def _settings(text: str) -> dict[str, Any]:
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--settings-json is not valid JSON: {err}") from None
+    if not isinstance(settings, dict) or "seed" not in settings or "scale" not in settings:
+        raise ConfigError("--settings-json must be a module's resolved settings (with seed and scale); "
+                          "get them with: python -m shared.cli validate --resolved")
+    return settings
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     resolved = validate_all(_merged_config(args.config_json, args.scale))
-    print(json.dumps({m: "ok" for m in resolved}))
+    print(json.dumps(resolved if args.resolved else {m: "ok" for m in resolved}, sort_keys=True))
 
 
 def cmd_step(args: argparse.Namespace) -> None:
-    cfg = resolve(_merged_config(args.config_json, args.scale), args.module)
-    _prepare_jax(args.module, args.threads)
-    steps = importlib.import_module(f"replications.{args.module}.steps").STEPS
-    if args.step not in steps:
-        raise ConfigError(f"unknown step {args.step!r} of {args.module}; allowed: {', '.join(steps)}")
-    from shared import provenance, seeds
+    from shared.module import load
 
-    outdir = Path(args.outdir)
+    settings = _settings(args.settings_json)
+    declared = load(args.module)
+    declared.step(args.step)  # an unknown step stops here, before JAX starts
+    _prepare_jax(declared.x64, args.threads)
+    from shared import provenance, seeds
+    from shared.module import run_step
+
     start = time.perf_counter()
-    steps[args.step](cfg, outdir)
-    provenance.write_step_record(
-        outdir, args.step, cfg, wall_s=time.perf_counter() - start, streams=seeds.used_streams()
-    )
+    run_step(args.module, args.step, settings, Path(args.outdir))
+    provenance.write_step_record(Path(args.outdir), args.step, settings, wall_s=time.perf_counter() - start,
+                                 streams=seeds.used_streams())
 
 
 def cmd_verdicts(args: argparse.Namespace) -> None:
     from shared import verdicts
 
-    verdicts.write_module_verdicts(args.module, Path(args.outdir))
+    verdicts.write_module_verdicts(args.module, Path(args.claims), [Path(p) for p in args.measurements],
+                                   Path(args.out))
 
 
 def cmd_provenance(args: argparse.Namespace) -> None:
     from shared import provenance
 
-    cfg = resolve(_merged_config(args.config_json, args.scale), args.module)
-    provenance.write_module_provenance(args.module, cfg, Path(args.outdir))
-
-
-def cmd_toolkit_check(args: argparse.Namespace) -> None:
-    os.environ["JAX_ENABLE_X64"] = "1"
-    from shared import toolkit_check
-
-    toolkit_check.compare(Path(args.outdir), scale=args.scale)
+    provenance.write_module_provenance(args.module, _settings(args.settings_json), Path(args.out),
+                                       [Path(p) for p in args.runinfo], [Path(p) for p in args.benchmarks])
 
 
 def cmd_unlock_if_stale(args: argparse.Namespace) -> None:
@@ -135,10 +131,11 @@ def cmd_unlock_if_stale(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from shared import report
+    from shared import provenance, report
 
-    modules = args.modules or available_modules()
-    report.write_report(Path(args.results), modules, Path(args.out), scale=args.scale)
+    timings = provenance.timings_table(Path(args.results), [Path(p) for p in args.benchmarks])
+    provenance.write_timings(Path(args.timings), timings)
+    report.write_report(Path(args.results), args.modules, Path(args.out), scale=args.scale, timings=timings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,43 +146,43 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate the whole configuration")
     p.add_argument("--config-json")
     p.add_argument("--scale")
+    p.add_argument("--resolved", action="store_true", help="print every module's resolved settings")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("step", help="run one step of a module")
+    p = sub.add_parser("step", help="run one declared step of a module")
     p.add_argument("module")
     p.add_argument("step")
-    p.add_argument("--scale", required=True)
     p.add_argument("--outdir", required=True)
-    p.add_argument("--config-json")
+    p.add_argument("--settings-json", required=True)
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_step)
 
     p = sub.add_parser("verdicts", help="judge a module's claims on its measurements")
     p.add_argument("module")
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--claims", required=True)
+    p.add_argument("--measurements", nargs="+", required=True)
     p.set_defaults(func=cmd_verdicts)
 
     p = sub.add_parser("provenance", help="write a module's provenance.json")
     p.add_argument("module")
-    p.add_argument("--scale", required=True)
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--config-json")
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings-json", required=True)
+    p.add_argument("--runinfo", nargs="+", required=True)
+    p.add_argument("--benchmarks", nargs="*", default=[])
     p.set_defaults(func=cmd_provenance)
-
-    p = sub.add_parser("toolkit-check", help="curvature estimators vs the exact Hessian of a small net")
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--scale", default="quick")
-    p.set_defaults(func=cmd_toolkit_check)
 
     p = sub.add_parser("unlock-if-stale", help="remove the lock of a killed Snakemake run")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_unlock_if_stale)
 
-    p = sub.add_parser("report", help="render the HTML report")
+    p = sub.add_parser("report", help="render the HTML report and the per-rule timings")
     p.add_argument("--results", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--scale", default="quick")
-    p.add_argument("--modules", nargs="*")
+    p.add_argument("--timings", required=True)
+    p.add_argument("--scale", required=True)
+    p.add_argument("--modules", nargs="*", default=[])
+    p.add_argument("--benchmarks", nargs="*", default=[])
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -25,7 +25,6 @@ string leaves are coerced to numbers/booleans before validation.
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,12 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 REPLICATIONS = ROOT / "replications"
 SCALES = ("smoke", "quick", "paper")
 TOP_LEVEL_KEYS = {
-    "scale": "one of smoke, quick, paper (default quick)",
+    "scale": "one of smoke, quick, paper (default: shared/schema/base.yaml)",
     "data_dir": "a folder path for tensorflow-datasets data (default $LANDSCAPE_DATA_DIR "
     "or ~/tensorflow_datasets)",
     "data_manual_dir": "a mapping {data set name: folder of offline source files} for preparing data",
 }
 MODULE_RESERVED = ("seed", "scales")
+TOOLKIT = "toolkit"
+BASE_SCHEMA = ROOT / "shared" / "schema" / "base.yaml"
 
 
 class ConfigError(ValueError):
@@ -51,12 +52,17 @@ class ConfigError(ValueError):
 
 
 def available_modules() -> list[str]:
-    """Module names: folders of ``replications/`` that hold a ``config.yaml``."""
+    """Paper modules: folders of ``replications/`` that hold a ``config.yaml``."""
     return sorted(p.parent.name for p in REPLICATIONS.glob("*/config.yaml"))
 
 
+def config_namespaces() -> list[str]:
+    """Every module with settings: the papers and the toolkit check (``shared/toolkit``)."""
+    return [*available_modules(), TOOLKIT]
+
+
 def module_dir(module: str) -> Path:
-    return REPLICATIONS / module
+    return ROOT / "shared" / "toolkit" if module == TOOLKIT else REPLICATIONS / module
 
 
 def load_yaml(path: Path) -> Any:
@@ -104,6 +110,38 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def _example(schema: Mapping[str, Any], depth: int = 0) -> str:
+    """A short YAML-flow example of what a JSON-schema node allows (for error messages)."""
+    if "default" in schema:
+        return _flow(schema["default"])
+    if "enum" in schema:
+        return _flow(schema["enum"][0])
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        keys = list(schema.get("required", [])) or list(props)[:3]
+        if depth > 1:
+            return "{...}"
+        return "{" + ", ".join(f"{k}: {_example(props.get(k, {}), depth + 1)}" for k in keys) + "}"
+    if kind == "array":
+        item = schema.get("items")
+        return "[" + (_example(item, depth + 1) if isinstance(item, Mapping) else "...") + ", ...]"
+    if kind == "integer":
+        return str(schema.get("minimum", 1))
+    if kind == "number":
+        return str(schema.get("minimum", schema.get("exclusiveMinimum", 0.1)))
+    if kind == "boolean":
+        return "true"
+    return "..."
+
+
+def _flow(value: Any) -> str:
+    """A value in YAML flow style, as a user writes it in --config (shortened)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
+    text = text.removesuffix("...").strip()
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _describe_allowed(schema: Mapping[str, Any]) -> str:
     """A short human description of what a JSON-schema node allows."""
     if "enum" in schema:
@@ -111,7 +149,8 @@ def _describe_allowed(schema: Mapping[str, Any]) -> str:
     parts = []
     kind = schema.get("type")
     if kind:
-        parts.append(kind if isinstance(kind, str) else " or ".join(kind))
+        parts.append({"object": "a mapping", "array": "a list"}.get(kind, kind)
+                     if isinstance(kind, str) else " or ".join(kind))
     if "minimum" in schema:
         parts.append(f">= {schema['minimum']}")
     if "exclusiveMinimum" in schema:
@@ -121,9 +160,7 @@ def _describe_allowed(schema: Mapping[str, Any]) -> str:
     if "exclusiveMaximum" in schema:
         parts.append(f"< {schema['exclusiveMaximum']}")
     if "minItems" in schema:
-        parts.append(f"at least {schema['minItems']} items")
-    if "items" in schema and isinstance(schema["items"], Mapping):
-        parts.append("items: " + _describe_allowed(schema["items"]))
+        parts.append(f"with at least {schema['minItems']} item(s)")
     if "description" in schema:
         parts.append(f"({schema['description']})")
     return " ".join(parts) if parts else "see the module's schema.yaml"
@@ -137,6 +174,8 @@ def _validator_with_defaults() -> type:
     def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
         if isinstance(instance, dict):
             for name, sub in properties.items():
+                if "$ref" in sub:  # a default declared in the referenced schema (base.yaml's seed)
+                    sub = validator._resolver.lookup(sub["$ref"]).contents
                 if "default" in sub and name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
@@ -144,10 +183,31 @@ def _validator_with_defaults() -> type:
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
-def validate_against_schema(instance: dict[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
-    """Validate (and fill defaults into) ``instance``; raise one ConfigError."""
-    validator = _validator_with_defaults()(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+def _registry() -> Any:
+    """Schemas that module schemas refer to by ``$ref`` (``base.yaml``)."""
+    from referencing import Registry, Resource
+
+    base = load_yaml(BASE_SCHEMA)
+    return Registry().with_resource("base.yaml", Resource.from_contents(base))
+
+
+def _at(tree: Any, path: list[Any]) -> Any:
+    for part in path:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def validate_against_schema(instance: dict[str, Any], schema: Mapping[str, Any], prefix: str,
+                            example: Any = None) -> None:
+    """Validate (and fill defaults into) ``instance``; raise one ConfigError.
+
+    ``example``: a valid tree of the same shape (this scale's defaults): a wrong shape is
+    answered with the expected shape and the default value at that key as an example."""
+    validator = _validator_with_defaults()(schema, registry=_registry())
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
     err = errors[0]
@@ -160,53 +220,67 @@ def validate_against_schema(instance: dict[str, Any], schema: Mapping[str, Any],
             f"allowed keys: {', '.join(allowed)}"
         )
     if err.validator == "required":
-        raise ConfigError(f"missing config key under '{path}': {err.message}")
+        raise ConfigError(f"missing config key under '{path}': {err.message}; expected e.g. {_example(err.schema)}")
+    if err.validator == "propertyNames":
+        raise ConfigError(f"config key '{path}' has an unknown name ({err.message}); "
+                          f"allowed: {_describe_allowed(err.schema)}")
+    shown = _at(example, list(err.absolute_path)) if example is not None else None
+    hint = _flow(shown) if shown is not None else _example(err.schema)
     raise ConfigError(
-        f"config key '{path}' has value {err.instance!r}; allowed: {_describe_allowed(err.schema)}"
+        f"config key '{path}' has value {_flow(err.instance)}; allowed: {_describe_allowed(err.schema)}, "
+        f"e.g. {hint}"
     )
 
 
 def _cross_checks(module: str) -> Callable[[dict[str, Any]], None] | None:
-    """The module's ``check(cfg)`` for combinations of keys, if it defines one."""
-    try:
-        mod = importlib.import_module(f"replications.{module}.settings")
-    except ModuleNotFoundError:
-        return None
-    return getattr(mod, "check", None)
+    """The module's declared ``check(settings)`` for combinations of keys, if any."""
+    from shared.module import load
+
+    return load(module).check
+
+
+def default_scale() -> str:
+    return str(load_yaml(BASE_SCHEMA)["$defs"]["scale"]["default"])
 
 
 def resolve(config: Mapping[str, Any], module: str) -> dict[str, Any]:
     """The validated settings of ``module`` at ``config['scale']``, with ``seed`` and ``scale``."""
-    scale = config.get("scale", "quick")
+    scale = config.get("scale", default_scale())
     if scale not in SCALES:
         raise ConfigError(f"config key 'scale' has value {scale!r}; allowed: one of {', '.join(SCALES)}")
-    if module not in available_modules():
+    if module not in config_namespaces():
+        raise ConfigError(f"unknown module {module!r}; allowed: {', '.join(config_namespaces())}")
+    raw = config.get(module)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
         raise ConfigError(
-            f"unknown module {module!r}; allowed: {', '.join(available_modules())}"
+            f"config key '{module}' has value {_flow(raw)}; allowed: a mapping of this module's settings, "
+            f"e.g. --config {module}='{{seed: 3}}' (keys: seed, scales, or any key of one scale's settings)"
         )
-    section = coerce_tree(dict(config.get(module) or {}))
-    scales = section.get("scales") or {}
+    section = coerce_tree(dict(raw))
+    base = load_yaml(BASE_SCHEMA)
+    validate_against_schema(section, {**base["$defs"]["section"], "$defs": base["$defs"]}, prefix=module)
+    scales = section["scales"]
     if scale not in scales:
         raise ConfigError(f"module {module!r} defines no settings for scale {scale!r}")
     overrides = {k: v for k, v in section.items() if k not in MODULE_RESERVED}
     resolved = deep_merge(scales[scale], overrides)
+    resolved["seed"] = section["seed"]
     schema = load_yaml(module_dir(module) / "schema.yaml")
-    validate_against_schema(resolved, schema, prefix=module)
-    seed = section.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"config key '{module}.seed' has value {seed!r}; allowed: integer >= 0")
+    validate_against_schema(resolved, schema, prefix=module, example=scales[scale])
     check = _cross_checks(module)
     if check is not None:
         check(resolved)
-    resolved["seed"] = seed
     resolved["scale"] = scale
     resolved["data_dir"] = config.get("data_dir")
     return resolved
 
 
 def validate_all(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Validate the whole merged config; return every module's resolved settings."""
-    modules = available_modules()
+    """Validate the whole merged config; return every module's resolved settings, and
+    check every claim reads a quantity its module's steps declare."""
+    modules = config_namespaces()
     for key, value in config.items():
         if key not in TOP_LEVEL_KEYS and key not in modules:
             raise ConfigError(
@@ -225,7 +299,7 @@ def validate_all(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if not isinstance(manual, Mapping) or not all(isinstance(v, str) for v in manual.values()):
             raise ConfigError(
                 f"config key 'data_manual_dir' has value {manual!r}; allowed: a mapping "
-                "{data set name: folder}"
+                "{data set name: folder}, e.g. {fashion_mnist: /usr/share/datasets/fashion-mnist}"
             )
         for name in manual:
             if name not in DATASETS:
@@ -233,7 +307,24 @@ def validate_all(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                     f"config key 'data_manual_dir.{name}' names an unknown data set; allowed: "
                     + ", ".join(sorted(DATASETS))
                 )
-    return {m: resolve(config, m) for m in modules}
+    resolved = {m: resolve(config, m) for m in modules}
+    check_claims()
+    return resolved
+
+
+def check_claims() -> None:
+    """Every claim of every module reads only quantities that the module's steps declare."""
+    from shared.claims import check_claims_quantities, load_claims
+    from shared.module import load
+
+    for module in available_modules():
+        declared = load(module)
+        if declared.has_claims:
+            try:
+                check_claims_quantities(load_claims(declared.path / "claims.yaml"), declared.quantities(),
+                                        where=f"replications/{module}/claims.yaml")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 def module_defaults(module: str) -> dict[str, Any]:
@@ -245,6 +336,6 @@ def module_defaults(module: str) -> dict[str, Any]:
 
 
 def results_root(scale: str) -> str:
-    """``results`` for the default quick scale, ``results/<scale>`` otherwise."""
+    """``results`` for the default scale, ``results/<scale>`` otherwise."""
     base = os.environ.get("LANDSCAPE_RESULTS", "results")
-    return base if scale == "quick" else f"{base}/{scale}"
+    return base if scale == default_scale() else f"{base}/{scale}"

@@ -69,30 +69,47 @@ def write_step_record(outdir: Path, step: str, cfg: dict[str, Any], wall_s: floa
     )
 
 
-def _rule_wall_times(outdir: Path) -> dict[str, float]:
-    """Wall time per rule from Snakemake's ``benchmark:`` files."""
-    times = {}
-    for path in sorted((outdir / "benchmarks").glob("*.tsv")):
-        with open(path) as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-        if rows:
-            times[path.stem] = float(rows[-1]["s"])
-    return times
+def benchmark_seconds(path: Path) -> float:
+    """Wall time of one rule from its Snakemake ``benchmark:`` file (the last repeat)."""
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return float(rows[-1]["s"])
 
 
-def write_module_provenance(module: str, cfg: dict[str, Any], outdir: Path) -> None:
-    steps = {p.stem: read_json(p) for p in sorted((outdir / "runinfo").glob("*.json"))}
+def timings_table(results: Path, benchmarks: list[Path]) -> list[dict[str, Any]]:
+    """One row per rule: module, rule, wall seconds (Snakemake's benchmark files)."""
+    rows = []
+    for path in sorted(benchmarks):
+        rel = path.relative_to(results)
+        rows.append({"module": rel.parts[0], "rule": path.stem, "wall_s": round(benchmark_seconds(path), 2)})
+    return rows
+
+
+def write_timings(out: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from shared.io import write_table
+
+    write_table(out, pd.DataFrame(rows, columns=["module", "rule", "wall_s"]))
+
+
+def write_module_provenance(module: str, cfg: dict[str, Any], out: Path, runinfo: list[Path],
+                            benchmarks: list[Path]) -> None:
+    """``provenance.json``: settings, seeds, code, packages, device and the rules' wall times."""
+    from shared.fingerprint import code_fingerprint
+
+    steps = {p.stem: read_json(p) for p in sorted(runinfo)}
     write_json(
-        outdir / "provenance.json",
+        out,
         {
             "module": module,
             "config": cfg,
             "seed": cfg["seed"],
-            "code": git_commit(),
+            "code": {**git_commit(), "fingerprint": code_fingerprint(module)},
             "packages": package_versions(),
             "device": next(iter(steps.values()))["device"] if steps else device_description(),
             "steps": steps,
-            "rule_wall_s": _rule_wall_times(outdir),
+            "rule_wall_s": {p.stem: benchmark_seconds(p) for p in sorted(benchmarks)},
             "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     )

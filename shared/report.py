@@ -142,7 +142,29 @@ def _toolkit_section(outdir: Path) -> str:
     ])
 
 
-def render(results: Path, modules: list[str], scale: str) -> str:
+def _timings_section(timings: list[dict[str, Any]]) -> str:
+    """Wall time of every rule (Snakemake's benchmark files), grouped by module with totals."""
+    if not timings:
+        return ""
+    totals: dict[str, float] = {}
+    for row in timings:
+        totals[row["module"]] = totals.get(row["module"], 0.0) + row["wall_s"]
+    rows = "".join(
+        f"<tr><td>{_esc(r['module'])}</td><td>{_esc(r['rule'])}</td><td>{r['wall_s']:.1f}</td></tr>"
+        for r in timings
+    )
+    total_rows = "".join(f"<tr><td><b>{_esc(m)}</b></td><td>all rules</td><td><b>{t:.1f}</b></td></tr>"
+                         for m, t in totals.items())
+    return "\n".join([
+        "<h2 id='timings'>Provenance: wall time per rule</h2>",
+        f"<p class='small'>From Snakemake's benchmark files of this run (also in <code>timings.csv</code>); "
+        f"all rules: {sum(totals.values()):.0f} s.</p>",
+        "<table id='timings-table'><thead><tr><th>module</th><th>rule</th><th>wall time (s)</th></tr></thead>"
+        f"<tbody>{total_rows}{rows}</tbody></table>",
+    ])
+
+
+def render(results: Path, modules: list[str], scale: str, timings: list[dict[str, Any]] | None = None) -> str:
     loaded = [(m, read_json(results / m / "verdicts.json")) for m in modules]
     counts: dict[str, int] = {}
     for _, v in loaded:
@@ -161,6 +183,7 @@ def render(results: Path, modules: list[str], scale: str) -> str:
     body += [_module_section(m, results / m, v) for m, v in loaded]
     if (results / "toolkit" / "tables" / "estimators.csv").exists():
         body.append(_toolkit_section(results / "toolkit"))
+    body.append(_timings_section(timings or []))
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>landscape-replications report ({_esc(scale)})</title><style>{CSS}</style></head>"
@@ -168,7 +191,8 @@ def render(results: Path, modules: list[str], scale: str) -> str:
     )
 
 
-def write_report(results: Path, modules: list[str], out: Path, scale: str = "quick") -> None:
-    text = render(results, modules, scale)
+def write_report(results: Path, modules: list[str], out: Path, scale: str,
+                 timings: list[dict[str, Any]] | None = None) -> None:
+    text = render(results, modules, scale, timings)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -1,19 +1,23 @@
 """Resume inside a step: finished chunks of work are kept and reused.
 
-A step that loops over independent chunks (configurations, data sets, grid
-blocks) wraps each in ``chunk(workdir, name, spec, compute)``. The chunk's table
-is written atomically to ``<workdir>/<name>.<hash(spec)>.csv``; a rerun after a
-kill finds it and skips the computation. The hash covers everything that
-shapes the chunk (its settings and seed), so a changed config never reuses a
-stale chunk. Fresh and reused chunks are both read back from the CSV, so the
-step's outputs are bit-identical either way.
+A step that loops over independent chunks (configurations, data sets, grid blocks)
+wraps each in ``chunk(name, spec, compute)``. ``shared.module.run_step`` opens a
+``workspace`` (``<outdir>/work/<step>/`` and the code fingerprint of the module) around
+the step; the chunk's table is written atomically to ``<name>.<hash>.csv`` there, and a
+rerun after a kill finds it and skips the computation. The hash covers the chunk's
+settings and seed *and* the fingerprint of the code (``shared.fingerprint``), so neither a
+changed config nor changed code ever reuses a stale chunk. Fresh and reused chunks are
+both read back from the CSV, so the step's outputs are bit-identical either way.
+Outside a workspace (a test calling a step directly) chunks are computed, not cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +25,33 @@ import pandas as pd
 
 from shared.io import write_table
 
+_WORKSPACE: list[tuple[Path, str]] = []
+
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
     text = json.dumps(spec, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def chunk(workdir: Path, name: str, spec: Mapping[str, Any],
-          compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The chunk's table: reused from ``workdir`` if finished before, else computed and saved."""
-    path = Path(workdir) / f"{name}.{spec_hash(spec)}.csv"
+@contextmanager
+def workspace(workdir: Path, code_fingerprint: str) -> Iterator[None]:
+    """Cache chunks under ``workdir``, keyed on their spec and ``code_fingerprint``."""
+    _WORKSPACE.append((Path(workdir), code_fingerprint))
+    try:
+        yield
+    finally:
+        _WORKSPACE.pop()
+
+
+def chunk(name: str, spec: Mapping[str, Any], compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The chunk's table: reused if finished before (same spec, same code), else computed and saved."""
+    if not _WORKSPACE:
+        buffer = io.StringIO()  # the same CSV round trip as a cached chunk: identical values
+        compute().to_csv(buffer, index=False, float_format="%.17g")
+        buffer.seek(0)
+        return pd.read_csv(buffer)
+    workdir, fingerprint = _WORKSPACE[-1]
+    path = workdir / f"{name}.{spec_hash({'spec': dict(spec), 'code': fingerprint})}.csv"
     if not path.exists():
         write_table(path, compute())
     return pd.read_csv(path)

@@ -1,83 +1,126 @@
-# Rules every module shares: verdicts, provenance and the per-module target.
-# Included by the top-level Snakefile before the modules' rules.smk files.
+# The module kit's rules: generated from every module's declaration (module.py).
+# Included by the top-level Snakefile. For each module and each declared step, one rule
+#   <module>__<step>: runs steps.<step>(settings) -> tables, figures, measurements, runinfo
+# then per module: <module>__verdicts (claims.yaml judged on the declared measurements),
+# <module>__provenance, and the target <module>. Every rule has a benchmark and a log.
 import json
 import sys
-from pathlib import Path
+
+from shared.fingerprint import code_fingerprint
+from shared.module import load, step_outputs
 
 PY = sys.executable
-STEP = f"{PY} -m shared.cli step --scale {SCALE}"
-MODULE_STEPS = {}  # module -> its measurement steps (filled by module_verdict_rules)
+DECLARATIONS = {m: load(m) for m in KIT_MODULES}
 
 
-def module_config_json(module):
-    """The module's settings at this scale (+ overrides, seed), as JSON: a rule reruns when
-    they change, and only then (editing another scale's settings reruns nothing)."""
-    own = dict(config.get(module, {}))
-    own["scales"] = {SCALE: (own.get("scales") or {}).get(SCALE, {})}
-    section = {module: own, "scale": SCALE}
-    if config.get("data_dir"):
-        section["data_dir"] = config["data_dir"]
-    return json.dumps(section, sort_keys=True)
+def settings_json(module):
+    """The module's resolved settings at this scale (validated once, by the Snakefile): a rule
+    reruns when they change, and only then (editing another scale's settings reruns nothing)."""
+    return json.dumps(RESOLVED[module], sort_keys=True)
 
 
-def module_code(module):
-    """A module's own Python files: a step reruns when its code changes (mtime)."""
-    return sorted(str(p) for p in Path("replications", module).glob("*.py"))
+def module_dir_out(module):
+    return f"{RESULTS}/{module}"
 
 
-def module_verdict_rules(module, steps):
-    """Register a module's measurement steps for the shared verdict rule."""
-    MODULE_STEPS[module] = list(steps)
+def measurement_files(module):
+    return [f"{RESULTS}/{module}/measurements/{s.name}.json" for s in DECLARATIONS[module].steps]
 
 
-def module_measurements(wildcards):
-    return [f"{RESULTS}/{wildcards.module}/measurements/{s}.json" for s in MODULE_STEPS[wildcards.module]]
+def benchmark_file(module, name):
+    return f"{RESULTS}/{module}/benchmarks/{name}.tsv"
 
 
 def module_outputs(module):
-    out = f"{RESULTS}/{module}"
-    return [f"{out}/verdicts.json", f"{out}/provenance.json"] + [
-        f"{out}/figures/{step}.json" for step in MODULE_STEPS[module]
-    ]
+    """What the target ``<module>`` asks for: every step's outputs, verdicts and provenance."""
+    out = module_dir_out(module)
+    files = [path for s in DECLARATIONS[module].steps for path in step_outputs(s, out).values()]
+    if DECLARATIONS[module].has_claims:
+        files.append(f"{out}/verdicts.json")
+    return files + [f"{out}/provenance.json"]
 
 
-wildcard_constraints:
-    module="|".join(MODULES),
+def module_benchmarks(module):
+    names = [s.name for s in DECLARATIONS[module].steps]
+    if DECLARATIONS[module].has_claims:
+        names.append("verdicts")
+    return [benchmark_file(module, n) for n in names]
 
 
-rule verdicts:
-    input:
-        module_measurements,
-        "replications/{module}/claims.yaml",
-    output:
-        f"{RESULTS}/{{module}}/verdicts.json"
-    shell:
-        f"{PY} -m shared.cli verdicts {{wildcards.module}} --outdir {RESULTS}/{{wildcards.module}}"
+def _figure_output(declared, fig, path):
+    caption = declared.path / "captions" / f"{fig.name}.rst"
+    return report(path, caption=str(caption), category=declared.name) if caption.exists() else path
 
 
-rule provenance:
-    input:
-        module_measurements
-    output:
-        f"{RESULTS}/{{module}}/provenance.json"
-    params:
-        cfg=lambda wc: module_config_json(wc.module)
-    shell:
-        (
-        f"{PY} -m shared.cli provenance {{wildcards.module}} --scale {SCALE} "
-        f"--outdir {RESULTS}/{{wildcards.module}} --config-json {{params.cfg:q}}"
-    )
+for _module, _declared in DECLARATIONS.items():
+    _out = module_dir_out(_module)
+    _code = code_fingerprint(_module)
+    _settings = settings_json(_module)
+    for _step in _declared.steps:
+        _outputs = step_outputs(_step, _out)
+        for _fig in _step.figures:
+            _outputs[f"fig_{_fig.name}"] = _figure_output(_declared, _fig, _outputs[f"fig_{_fig.name}"])
 
+        rule:
+            name: f"{_module}__{_step.name}"
+            input:
+                data=[prepared_data(d) for d in _step.datasets(RESOLVED[_module])],
+            output:
+                **_outputs,
+            params:
+                module=_module,
+                step=_step.name,
+                outdir=_out,
+                settings=_settings,
+                code=_code,
+            log:
+                f"{_out}/logs/{_step.name}.log",
+            benchmark:
+                benchmark_file(_module, _step.name)
+            threads: workflow.cores
+            resources:
+                **_step.resources,
+            shell:  # (a shell command is formatted when the job runs: loop variables go through params)
+                f"{PY} -m shared.cli step {{params.module}} {{params.step}} --outdir {{params.outdir:q}} "
+                "--threads {threads} --settings-json {params.settings:q} 2>&1 | tee {log}"
 
-rule toolkit_check:
-    input:
-        code="shared/toolkit_check.py",
-    output:
-        table=f"{RESULTS}/toolkit/tables/estimators.csv",
-        figures=f"{RESULTS}/toolkit/figures/toolkit.json",
-        fig=report(f"{RESULTS}/toolkit/figures/toolkit.png", caption="toolkit.rst", category="toolkit"),
-    benchmark:
-        f"{RESULTS}/toolkit/benchmarks/toolkit_check.tsv"
-    threads: workflow.cores
-    shell:
-        f"{PY} -m shared.cli toolkit-check --outdir {RESULTS}/toolkit --scale {SCALE}"
+    if _declared.has_claims:
+        rule:
+            name: f"{_module}__verdicts"
+            input:
+                claims=str(_declared.path / "claims.yaml"),
+                measurements=measurement_files(_module),
+            output:
+                f"{_out}/verdicts.json",
+            params:
+                module=_module,
+                code=_code,
+            log:
+                f"{_out}/logs/verdicts.log",
+            benchmark:
+                benchmark_file(_module, "verdicts")
+            shell:
+                f"{PY} -m shared.cli verdicts {{params.module}} --out {{output}} --claims {{input.claims}} "
+                "--measurements {input.measurements} 2>&1 | tee {log}"
+
+    rule:
+        name: f"{_module}__provenance"
+        input:
+            runinfo=[step_outputs(s, _out)["runinfo"] for s in _declared.steps],
+            benchmarks=[benchmark_file(_module, s.name) for s in _declared.steps],
+        output:
+            f"{_out}/provenance.json",
+        params:
+            module=_module,
+            settings=_settings,
+            code=_code,
+        log:
+            f"{_out}/logs/provenance.log",
+        shell:
+            f"{PY} -m shared.cli provenance {{params.module}} --out {{output}} --settings-json {{params.settings:q}} "
+            "--runinfo {input.runinfo} --benchmarks {input.benchmarks} 2>&1 | tee {log}"
+
+    rule:
+        name: _module
+        input:
+            module_outputs(_module),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.claims import apply_rule, judge, load_claims
+from shared.claims import MissingQuantity, apply_rule, judge, load_claims
 from shared.config import available_modules, module_dir
 
 
@@ -62,7 +62,8 @@ def test_partial_and_not_testable() -> None:
     partial = {"type": "fraction_at_most", "quantity": "gap", "threshold": 1e-6, "min_fraction": 0.5}
     assert judge(claim(rule, partial), {"gap": [0, 0, 1]}).verdict == "partially reproduced"
     assert judge(claim(rule, partial), {"gap": [0, 1, 1]}).verdict == "not reproduced"
-    assert judge(claim(rule), {}).verdict == "not testable at this scale"
+    with pytest.raises(MissingQuantity, match="claim 'X': quantity 'gap' is not in the measurements"):
+        judge(claim(rule), {})  # a missing quantity is an error, not a verdict
     why = {"gap": {"not_testable": "needs MNIST"}}
     verdict = judge(claim(rule), why)
     assert verdict.verdict == "not testable at this scale" and verdict.reason == "needs MNIST"

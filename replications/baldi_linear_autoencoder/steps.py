@@ -1,4 +1,4 @@
-"""Baldi & Hornik (1989) experiments: the steps its ``rules.smk`` runs.
+"""Baldi & Hornik (1989) experiments: the steps ``module.py`` declares.
 
 - ``critical_points``: B1–B3. Every analytic critical point with |I| ≤ p is
   built with a random invertible mixing C; its gradient, loss and exact
@@ -7,13 +7,12 @@
   full-batch gradient descent; final loss vs Σ_{i>p} λ_i and principal angles
   between the learned decoder's column space and the top-p eigenvectors.
 
-Every step takes the resolved config and an output folder and writes
-``measurements/<step>.json``, ``figures/<step>.json`` and its tables.
+Every step takes the resolved settings and returns its measurements, tables and
+figures (``shared.module.StepResult``); the kit writes them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,11 +24,12 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from replications.baldi_linear_autoencoder import theory
+from replications.baldi_linear_autoencoder.module import GD_DATASETS
 from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
-from shared.io import write_json, write_table
 from shared.models.functional import gaussian_ensemble, pure
 from shared.models.linear import LinearAutoencoder, ae_params_from_matrices
+from shared.module import FigureOut, StepResult
 from shared.training.fullbatch import train_ensemble
 
 MODULE = "baldi_linear_autoencoder"
@@ -42,7 +42,7 @@ def load_patterns(spec: dict[str, Any], seed: int, data_dir: str | None = None) 
     """Training patterns X (T × n) for a data-set spec, and a description of them."""
     name = spec["dataset"]
     if name == "synthetic":
-        rng = np.random.default_rng(seeds.name_to_int(f"{seed}/{MODULE}/synthetic"))
+        rng = seeds.numpy_rng(seed, MODULE, "synthetic")
         spectrum = spec["spectrum"]
         x = theory.synthetic_patterns(rng, spectrum, spec["samples"])
         return x, f"synthetic, n={len(spectrum)}, T={spec['samples']}, spectrum {spectrum}"
@@ -70,12 +70,13 @@ def sum_squared_error(model, params, x):  # type: ignore[no-untyped-def]
 
 
 def _template(n: int, p: int) -> tuple[Any, Any]:
+    """The model and a parameter template (its values are always replaced)."""
     return pure(LinearAutoencoder(n, p, rngs=nnx.Rngs(0), param_dtype=jnp.float64))
 
 
 # --- B1-B3: the enumerated critical points ------------------------------------------------
 
-def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
+def critical_points(cfg: dict[str, Any]) -> StepResult:
     spec = cfg["critical_points"]
     x, description = load_patterns(spec, cfg["seed"])
     lam, vec = eigensystem(x)
@@ -84,7 +85,7 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
     xj = jnp.asarray(x)
     loss = jax.jit(lambda prm: sum_squared_error(model, prm, xj))
     hessian = jax.jit(lambda prm: flat_hessian(loss, prm))
-    rng = np.random.default_rng(seeds.name_to_int(f"{cfg['seed']}/{MODULE}/mixing"))
+    rng = seeds.numpy_rng(cfg["seed"], MODULE, "mixing")
 
     rows = []
     optimum = tuple(range(p))
@@ -111,8 +112,6 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
             )
         )
     table = pd.DataFrame(rows)
-    write_table(outdir / "tables" / "critical_points.csv", table)
-
     saddles = table[table.theory_type == "saddle"]
     minimum = table[table.theory_type == "minimum"]
     trace = float(lam.sum())
@@ -129,22 +128,21 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
         "minima_found": sorted(table[table.type == "minimum"].index_set.tolist()),
         "spectrum": lam.tolist(),
     }
-    write_json(outdir / "measurements" / "critical_points.json", measurements)
-
     plotting.setup()
-    figures = [
-        _plot_critical_points(table, outdir, n, p, description),
-        _plot_saddle_slice(model, loss, template, lam, vec, p, outdir, cfg["seed"]),
-    ]
-    write_json(outdir / "figures" / "critical_points.json", figures)
+    return StepResult(
+        measurements=measurements,
+        tables={"critical_points": table},
+        figures={"critical_points": _plot_critical_points(table, n, p, description),
+                 "saddle_slice": _plot_saddle_slice(loss, template, lam, vec, p)},
+    )
 
 
-def _plot_critical_points(table: pd.DataFrame, outdir: Path, n: int, p: int, description: str) -> dict:
+def _plot_critical_points(table: pd.DataFrame, n: int, p: int, description: str) -> FigureOut:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(table))
+    jitter = np.linspace(-0.15, 0.15, len(table))[::-1]  # spreads equal ranks apart; no randomness
     data = table.assign(rank_jittered=table["rank"] + jitter)
     sns.scatterplot(data=data, x="rank_jittered", y="loss_measured", hue="index_measured",
                     style="type", palette="viridis", ax=axes[0], s=45)
@@ -167,11 +165,10 @@ def _plot_critical_points(table: pd.DataFrame, outdir: Path, n: int, p: int, des
         f"({', '.join(table[table.type == 'minimum'].index_set)}), {n_saddle} saddles; "
         f"max ‖∇E‖/(|E|+1) = {table.rel_grad_norm.max():.2e}."
     )
-    return plotting.save(fig, outdir, "critical_points", "Critical points: loss and Hessian index",
-                         caption)
+    return FigureOut(fig, caption)
 
 
-def _plot_saddle_slice(model, loss, template, lam, vec, p, outdir, seed) -> dict:  # type: ignore[no-untyped-def]
+def _plot_saddle_slice(loss, template, lam, vec, p) -> FigureOut:  # type: ignore[no-untyped-def]
     """E on the plane through the index-1 saddle {1..p−1, p+1} and the minimum {1..p},
     spanned by their difference and the saddle's negative-curvature eigenvector."""
     import matplotlib.pyplot as plt
@@ -208,29 +205,30 @@ def _plot_saddle_slice(model, loss, template, lam, vec, p, outdir, seed) -> dict
         f"orthogonalized to d₁ and scaled to |d₁|. E(θ_s) = {float(flat_loss(theta_s)):.4g}, "
         f"E(θ_m) = {float(flat_loss(theta_m)):.4g}."
     )
-    del model, seed
-    return plotting.save(fig, outdir, "saddle_slice", "A slice through a saddle and the minimum",
-                         caption)
+    return FigureOut(fig, caption)
 
 
 # --- B4: gradient descent from many initializations ----------------------------------------
 
-def gradient_descent(cfg: dict[str, Any], outdir: Path) -> None:
+def gradient_descent(cfg: dict[str, Any]) -> StepResult:
     measurements: dict[str, Any] = {}
     frames = []
     for spec in cfg["gradient_descent"]:
         name = spec["dataset"]
-        frame = resume.chunk(outdir / "work" / "gradient_descent", name, {**spec, "seed": cfg["seed"]},
+        frame = resume.chunk(name, {**spec, "seed": cfg["seed"]},
                              lambda spec=spec: _descend_on(spec, cfg["seed"], cfg.get("data_dir")))
         frames.append(frame)
         measurements[f"gd_rel_gap_{name}"] = frame.rel_gap.tolist()
         measurements[f"gd_max_angle_{name}"] = frame.max_angle.tolist()
         measurements[f"gd_failed_runs_{name}"] = int((~np.isfinite(frame.final_loss)).sum())
+    for name in GD_DATASETS:
+        if f"gd_rel_gap_{name}" not in measurements:
+            reason = {"not_testable": f"{name} is not among this scale's gradient_descent data sets"}
+            measurements.update({f"gd_{q}_{name}": reason for q in ("rel_gap", "max_angle", "failed_runs")})
     table = pd.concat(frames, ignore_index=True)
-    write_table(outdir / "tables" / "gradient_descent.csv", table)
-    write_json(outdir / "measurements" / "gradient_descent.json", measurements)
     plotting.setup()
-    write_json(outdir / "figures" / "gradient_descent.json", [_plot_descent(table, outdir)])
+    return StepResult(measurements=measurements, tables={"gradient_descent": table},
+                      figures={"gradient_descent": _plot_descent(table)})
 
 
 def _descend_on(spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.DataFrame:
@@ -286,7 +284,7 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int, init: Any = None) -
     )
 
 
-def _plot_descent(table: pd.DataFrame, outdir: Path) -> dict:
+def _plot_descent(table: pd.DataFrame) -> FigureOut:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(table.dataset))
@@ -318,7 +316,4 @@ def _plot_descent(table: pd.DataFrame, outdir: Path) -> dict:
         "minimum and the lowest saddle marked; bottom: largest principal angle between the "
         "decoder's column space and the top-p eigenvectors of Σ. " + "; ".join(parts) + "."
     )
-    return plotting.save(fig, outdir, "gradient_descent", "Gradient descent from random inits", caption)
-
-
-STEPS = {"critical_points": critical_points, "gradient_descent": gradient_descent}
+    return FigureOut(fig, caption)

@@ -1,4 +1,4 @@
-"""Kawaguchi (2016) experiments: the steps its ``rules.smk`` runs.
+"""Kawaguchi (2016) experiments: the steps ``module.py`` declares.
 
 - ``critical_points`` (K2, K3): analytic critical points W_H⋯W_1 = P_{U_I} B
   distributed over the layers with identity and random mixings (and, for
@@ -24,7 +24,6 @@ descending*; non-finite runs are *diverged* (counted with their seeds).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,9 +36,9 @@ from flax import nnx
 from replications.kawaguchi_deep_linear import theory
 from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
-from shared.io import write_json, write_table
 from shared.models.functional import gaussian_ensemble, pure
 from shared.models.linear import DeepLinear
+from shared.module import FigureOut, StepResult
 from shared.training.fullbatch import train_ensemble
 
 MODULE = "kawaguchi_deep_linear"
@@ -55,11 +54,12 @@ CATEGORIES = ("reached L*", "saddle (negative curvature)", "saddle (escaped)",
 
 def make_problem(cfg: dict[str, Any], singular_values: list[float], name: str) -> theory.Problem:
     data = cfg["data"]
-    rng = np.random.default_rng(seeds.name_to_int(f"{cfg['seed']}/{MODULE}/data/{name}"))
+    rng = seeds.numpy_rng(cfg["seed"], MODULE, "data", name)
     return theory.make_problem(rng, data["d_x"], data["samples"], singular_values, data["noise"])
 
 
 def network(widths: list[int]) -> tuple[Any, Any]:
+    """The model and a parameter template (its values are always replaced)."""
     return pure(DeepLinear(widths, rngs=nnx.Rngs(0), param_dtype=jnp.float64))
 
 
@@ -99,11 +99,11 @@ def _label(index_set: tuple[int, ...]) -> str:
 
 # --- K2, K3: analytic critical points --------------------------------------------------------
 
-def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
+def critical_points(cfg: dict[str, Any]) -> StepResult:
     spec = cfg["critical_points"]
     problem, lam, data = _main_problem(cfg)
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
-    rng = np.random.default_rng(seeds.name_to_int(f"{cfg['seed']}/{MODULE}/mixing"))
+    rng = seeds.numpy_rng(cfg["seed"], MODULE, "mixing")
     scale = 0.5 * float(np.sum(problem.y**2))
     rows, spectra, curves = [], [], []
     for depth in spec["depths"]:
@@ -161,7 +161,6 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
                 spectra += [dict(depth=depth, point=f"{_label(index_set)} {mixing_name}" if not all_zero else "W = 0",
                                  eigenvalue=float(e)) for e in h.eigenvalues]
     table = pd.DataFrame(rows)
-    write_table(outdir / "tables" / "critical_points.csv", table)
     nonglobal = table[~table.is_global]
     has_descent = nonglobal.negative_curvature | nonglobal.descent_order.notna()
     zero_rows = table[table.mixing == "all zero (W = 0)"]
@@ -185,16 +184,16 @@ def critical_points(cfg: dict[str, Any], outdir: Path) -> None:
         "h2_zero_point_min_eigenvalue": float(zero_rows[zero_rows.depth == 2].hessian_min.min())
         if (zero_rows.depth == 2).any() else {"not_testable": "H = 2 not in critical_points.depths"},
     }
-    write_json(outdir / "measurements" / "critical_points.json", measurements)
     plotting.setup()
-    figures = [
-        _plot_spectra(pd.DataFrame(spectra), table, outdir),
-        _plot_descent_curves(pd.DataFrame(curves), outdir),
-    ]
-    write_json(outdir / "figures" / "critical_points.json", figures)
+    return StepResult(
+        measurements=measurements,
+        tables={"critical_points": table},
+        figures={"hessian_spectra": _plot_spectra(pd.DataFrame(spectra), table),
+                 "descent_curves": _plot_descent_curves(pd.DataFrame(curves))},
+    )
 
 
-def _plot_spectra(spectra: pd.DataFrame, table: pd.DataFrame, outdir: Path) -> dict:
+def _plot_spectra(spectra: pd.DataFrame, table: pd.DataFrame) -> FigureOut:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -218,10 +217,10 @@ def _plot_spectra(spectra: pd.DataFrame, table: pd.DataFrame, outdir: Path) -> d
         f"{int((~table.is_global).sum())}, of which {int((~table.is_global & table.negative_curvature).sum())} "
         "have a negative eigenvalue."
     )
-    return plotting.save(fig, outdir, "hessian_spectra", "Hessian spectra at critical points", caption)
+    return FigureOut(fig, caption)
 
 
-def _plot_descent_curves(curves: pd.DataFrame, outdir: Path) -> dict:
+def _plot_descent_curves(curves: pd.DataFrame) -> FigureOut:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -238,7 +237,7 @@ def _plot_descent_curves(curves: pd.DataFrame, outdir: Path) -> dict:
         "½λ₁t^{2H}); dotted lines have slope H. For H ≥ 3 the Hessian at 0 is zero, yet the loss "
         "decreases at order H: a saddle without negative curvature."
     )
-    return plotting.save(fig, outdir, "descent_curves", "Descent curves from W = 0", caption)
+    return FigureOut(fig, caption)
 
 
 # --- K1: random initializations ----------------------------------------------------------------
@@ -348,7 +347,7 @@ def _ensemble_runs(cfg: dict[str, Any], ens: dict[str, Any], problem: theory.Pro
 
 
 def _ensemble_table(cfg: dict[str, Any], ens: dict[str, Any], problem: theory.Problem, data_name: str,
-                    configs: list[tuple[str, int, list[int]]], outdir: Path, step: str) -> pd.DataFrame:
+                    configs: list[tuple[str, int, list[int]]]) -> pd.DataFrame:
     """Every configuration's runs, each configuration a resumable chunk."""
     frames = []
     for width_name, depth, widths in configs:
@@ -356,7 +355,7 @@ def _ensemble_table(cfg: dict[str, Any], ens: dict[str, Any], problem: theory.Pr
                     widths=widths, fingerprint=theory_fingerprint(problem),
                     ensembles={k: v for k, v in ens.items() if k not in ("depths", "widths", "bottleneck")})
         frames.append(resume.chunk(
-            outdir / "work" / step, f"{data_name}-H{depth}-{width_name}", spec,
+            f"{data_name}-H{depth}-{width_name}", spec,
             lambda width_name=width_name, depth=depth, widths=widths:
             _ensemble_runs(cfg, ens, problem, data_name, width_name, depth, widths),
         ))
@@ -379,7 +378,7 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def ensembles(cfg: dict[str, Any], outdir: Path) -> None:
+def ensembles(cfg: dict[str, Any]) -> StepResult:
     ens = cfg["ensembles"]
     frames = []
     datasets = [("main", cfg["data"]["singular_values"]), ("degenerate", cfg["degenerate_singular_values"])]
@@ -388,11 +387,9 @@ def ensembles(cfg: dict[str, Any], outdir: Path) -> None:
         configs = _configurations(ens, problem.x.shape[0], problem.y.shape[0])
         if data_name == "degenerate":  # one configuration per depth class, outside the theorem
             configs = [c for c in configs if c[0] == "equal" and c[1] in (2, 3)]
-        frames.append(_ensemble_table(cfg, ens, problem, data_name, configs, outdir, "ensembles"))
+        frames.append(_ensemble_table(cfg, ens, problem, data_name, configs))
     table = pd.concat(frames, ignore_index=True)
-    write_table(outdir / "tables" / "ensemble_runs.csv", table)
     summary = _summary(table)
-    write_table(outdir / "tables" / "ensemble_summary.csv", summary)
     main = table[table.data == "main"]
     degenerate = table[table.data == "degenerate"]
     resolved = main.category.isin(["reached L*", "saddle (negative curvature)", "saddle (escaped)"])
@@ -406,9 +403,10 @@ def ensembles(cfg: dict[str, Any], outdir: Path) -> None:
         "degenerate_nonglobal_minima": int((degenerate.category == "non-global minimum candidate").sum()),
         "degenerate_reached_fraction": float((degenerate.category == "reached L*").mean()),
     }
-    write_json(outdir / "measurements" / "ensembles.json", measurements)
     plotting.setup()
-    write_json(outdir / "figures" / "ensembles.json", [_plot_gaps(table, summary, outdir, cfg)])
+    return StepResult(measurements=measurements,
+                      tables={"ensemble_runs": table, "ensemble_summary": summary},
+                      figures={"ensemble_gaps": _plot_gaps(table, summary, cfg)})
 
 
 def real_problem(cfg: dict[str, Any]) -> tuple[theory.Problem, str]:
@@ -429,24 +427,22 @@ def real_problem(cfg: dict[str, Any]) -> tuple[theory.Problem, str]:
     return problem, f"{train.title} (training split, m = {m:,}), PCA-whitened to {spec['pca']} dims, one-hot targets"
 
 
-def real_data(cfg: dict[str, Any], outdir: Path) -> None:
+def real_data(cfg: dict[str, Any]) -> StepResult:
     """K1 on real data (the paper scale's 'real data set'; digits at the quick scale)."""
     spec = cfg["real_data"]
     problem, description = real_problem(cfg)
     lam, _ = problem.eigensystem()
     configs = _configurations(spec, problem.x.shape[0], problem.y.shape[0])
-    table = _ensemble_table(cfg, spec, problem, spec["dataset"], configs, outdir, "real_data")
-    write_table(outdir / "tables" / "real_data_runs.csv", table)
+    table = _ensemble_table(cfg, spec, problem, spec["dataset"], configs)
     summary = _summary(table)
-    write_table(outdir / "tables" / "real_data_summary.csv", summary)
     resolved = table.category.isin(["reached L*", "saddle (negative curvature)", "saddle (escaped)"])
     gaps = np.diff(lam[::-1])
-    write_json(outdir / "measurements" / "real_data.json", {
+    measurements = {
         "real_runs": len(table),
         "real_nonglobal_minima": int((table.category == "non-global minimum candidate").sum()),
         "real_resolved_fraction": float(resolved.mean()),
         "real_sigma_min_relative_gap": float(gaps.min() / lam.max()),
-    })
+    }
     plotting.setup()
     counts = summary[list(CATEGORIES)].sum()
     fig = _plot_gap_panels(table, "width")
@@ -456,8 +452,9 @@ def real_data(cfg: dict[str, Any], outdir: Path) -> None:
         f"{spec['extensions']} extensions). Σ's eigenvalues are distinct (smallest gap {gaps.min() / lam.max():.1e} "
         "of λ_max). All runs: " + ", ".join(f"{int(v)} {k}" for k, v in counts.items()) + "."
     )
-    write_json(outdir / "figures" / "real_data.json",
-               [plotting.save(fig, outdir, "real_data_gaps", "Final loss gaps on real data", caption)])
+    return StepResult(measurements=measurements,
+                      tables={"real_data_runs": table, "real_data_summary": summary},
+                      figures={"real_data_gaps": FigureOut(fig, caption)})
 
 
 def _plot_gap_panels(table: pd.DataFrame, hue: str) -> Any:
@@ -475,7 +472,7 @@ def _plot_gap_panels(table: pd.DataFrame, hue: str) -> Any:
     return fig
 
 
-def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, outdir: Path, cfg: dict[str, Any]) -> dict:
+def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, cfg: dict[str, Any]) -> FigureOut:
     fig = _plot_gap_panels(table[table.data == "main"], "width")
     counts = summary[summary.data == "main"][list(CATEGORIES)].sum()
     deg = summary[summary.data == "degenerate"][list(CATEGORIES)].sum()
@@ -489,7 +486,7 @@ def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, outdir: Path, cfg: di
         + ". Degenerate data (repeated eigenvalue of Σ, outside the theorem): "
         + ", ".join(f"{int(v)} {k}" for k, v in deg.items()) + "."
     )
-    return plotting.save(fig, outdir, "ensemble_gaps", "Final loss gaps from random inits", caption)
+    return FigureOut(fig, caption)
 
 
 # --- K4: escape from the degenerate saddle at 0 -------------------------------------------------
@@ -512,7 +509,7 @@ def _escape_runs(cfg: dict[str, Any], model: Any, template: Any, data: Any, thre
     ))
 
 
-def escape(cfg: dict[str, Any], outdir: Path) -> None:
+def escape(cfg: dict[str, Any]) -> StepResult:
     spec = cfg["escape"]
     problem, lam, data = _main_problem(cfg)
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
@@ -528,12 +525,11 @@ def escape(cfg: dict[str, Any], outdir: Path) -> None:
             chunk_spec = dict(seed=cfg["seed"], data=cfg["data"], depth=depth, scale=scale,
                               **{k: v for k, v in spec.items() if k not in ("depths", "init_scales")})
             frames.append(resume.chunk(
-                outdir / "work" / "escape", f"H{depth}-{scale}", chunk_spec,
+                f"H{depth}-{scale}", chunk_spec,
                 lambda model=model, template=template, threshold=threshold, depth=depth, scale=scale:
                 _escape_runs(cfg, model, template, data, threshold, depth, scale, log_every),
             ))
     table = pd.concat(frames, ignore_index=True)
-    write_table(outdir / "tables" / "escape.csv", table)
     smallest = min(spec["init_scales"])
     # censored runs (never escaped) count as max_steps: the median is then a lower bound
     filled = table.assign(escape_step=table.escape_step.fillna(spec["max_steps"]))
@@ -543,12 +539,12 @@ def escape(cfg: dict[str, Any], outdir: Path) -> None:
         "escape_median_steps_smallest_init": [float(v) for v in medians.values],
         "escape_censored_runs": int((~table.escaped).sum()),
     }
-    write_json(outdir / "measurements" / "escape.json", measurements)
     plotting.setup()
-    write_json(outdir / "figures" / "escape.json", [_plot_escape(filled, spec, outdir)])
+    return StepResult(measurements=measurements, tables={"escape": table},
+                      figures={"escape": _plot_escape(filled, spec)})
 
 
-def _plot_escape(table: pd.DataFrame, spec: dict[str, Any], outdir: Path) -> dict:
+def _plot_escape(table: pd.DataFrame, spec: dict[str, Any]) -> FigureOut:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -568,7 +564,4 @@ def _plot_escape(table: pd.DataFrame, spec: dict[str, Any], outdir: Path) -> dic
         + f". Runs that never escaped within {spec['max_steps']} steps count as {spec['max_steps']} "
         "(dotted line): a lower bound."
     )
-    return plotting.save(fig, outdir, "escape", "Escape time vs depth and init scale", caption)
-
-
-STEPS = {"critical_points": critical_points, "ensembles": ensembles, "escape": escape, "real_data": real_data}
+    return FigureOut(fig, caption)

@@ -1,0 +1,46 @@
+"""The code that computes a result, as a fingerprint: cached work and rules depend on it.
+
+``code_fingerprint(module)`` hashes the contents of the module's own Python files and of
+every Python file under ``shared/`` (coarse on purpose: an edit anywhere in the shared
+package reruns every module, an edit in one module reruns only that module). It is a
+Snakemake param of every generated rule (a changed fingerprint reruns the rule) and part
+of every resumable chunk's key (``shared.resume``), so a number is never reused from code
+that no longer exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from shared.config import ROOT
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+@lru_cache(maxsize=None)
+def tree_fingerprint(folder: str) -> str:
+    """sha256 over the relative paths and contents of a folder's Python files."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in _files(root):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def code_fingerprint(module: str) -> str:
+    """16 hex digits for the module's sources plus ``shared/``."""
+    from shared.module import module_folder
+
+    shared = ROOT / "shared"
+    own = module_folder(module)
+    parts = [tree_fingerprint(str(shared))]
+    if shared not in own.parents:
+        parts.append(tree_fingerprint(str(own)))
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
