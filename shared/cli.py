@@ -36,7 +36,9 @@ def _merged_config(config_json: str | None, scale: str | None = None) -> dict[st
         except json.JSONDecodeError as err:
             raise ConfigError(f"--config-json is not valid JSON: {err}") from None
         if not isinstance(overrides, dict):
-            raise ConfigError(f"--config-json has value {config_json}; allowed: a JSON object, e.g. '{{\"scale\": \"paper\"}}'")
+            raise ConfigError(
+                f"--config-json has value {config_json}; allowed: a JSON object, e.g. '{{\"scale\": \"paper\"}}'"
+            )
         merged = deep_merge(merged, overrides)
     if scale is not None:
         merged["scale"] = scale

@@ -207,7 +207,8 @@ def validate_against_schema(instance: dict[str, Any], schema: Mapping[str, Any],
     ``example``: a valid tree of the same shape (this scale's defaults): a wrong shape is
     answered with the expected shape and the default value at that key as an example."""
     validator = _validator_with_defaults()(schema, registry=_registry())
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(validator.iter_errors(instance),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
     err = errors[0]
@@ -268,7 +269,8 @@ def resolve(config: Mapping[str, Any], module: str) -> dict[str, Any]:
     resolved = deep_merge(scales[scale], overrides)
     resolved["seed"] = section["seed"]
     schema = load_yaml(module_dir(module) / "schema.yaml")
-    validate_against_schema(resolved, schema, prefix=module, example=scales[scale])
+    defaults = (module_defaults(module)[module].get("scales") or {}).get(scale)  # examples of valid shapes
+    validate_against_schema(resolved, schema, prefix=module, example=defaults)
     check = _cross_checks(module)
     if check is not None:
         check(resolved)

@@ -11,7 +11,7 @@ that no longer exists.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from shared.config import ROOT
@@ -21,7 +21,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tree_fingerprint(folder: str) -> str:
     """sha256 over the relative paths and contents of a folder's Python files."""
     root = Path(folder)

@@ -65,7 +65,7 @@ class Module:
 
     @property
     def path(self) -> Path:
-        return self.folder or REPLICATIONS / self.name
+        return self.folder or module_folder(self.name)
 
     @property
     def has_claims(self) -> bool:

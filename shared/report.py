@@ -122,7 +122,7 @@ def _figures(outdir: Path) -> list[str]:
 
 
 def _toolkit_section(outdir: Path) -> str:
-    """The estimators' accuracy on the twin network (``shared.toolkit_check``)."""
+    """The estimators' accuracy on the twin network (``shared.toolkit``)."""
     import pandas as pd
 
     table = pd.read_csv(outdir / "tables" / "estimators.csv")

@@ -43,15 +43,31 @@ def workspace(workdir: Path, code_fingerprint: str) -> Iterator[None]:
         _WORKSPACE.pop()
 
 
-def chunk(name: str, spec: Mapping[str, Any], compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The chunk's table: reused if finished before (same spec, same code), else computed and saved."""
-    if not _WORKSPACE:
+def _location(name: str, spec: Mapping[str, Any], workdir: Path | None) -> Path | None:
+    """Where a chunk is cached: the explicit ``workdir`` or the open workspace (None: nowhere)."""
+    fingerprint = _WORKSPACE[-1][1] if _WORKSPACE else ""
+    folder = Path(workdir) if workdir is not None else (_WORKSPACE[-1][0] if _WORKSPACE else None)
+    if folder is None:
+        return None
+    return folder / f"{name}.{spec_hash({'spec': dict(spec), 'code': fingerprint})}.csv"
+
+
+def is_cached(name: str, spec: Mapping[str, Any], workdir: Path | None = None) -> bool:
+    path = _location(name, spec, workdir)
+    return path is not None and path.exists()
+
+
+def chunk(name: str, spec: Mapping[str, Any], compute: Callable[[], pd.DataFrame],
+          workdir: Path | None = None) -> pd.DataFrame:
+    """The chunk's table: reused if finished before (same spec, same code), else computed and
+    saved. ``workdir`` overrides the workspace's folder (the code fingerprint stays the
+    workspace's: a library caller outside a step keys on its spec alone)."""
+    path = _location(name, spec, workdir)
+    if path is None:
         buffer = io.StringIO()  # the same CSV round trip as a cached chunk: identical values
         compute().to_csv(buffer, index=False, float_format="%.17g")
         buffer.seek(0)
         return pd.read_csv(buffer)
-    workdir, fingerprint = _WORKSPACE[-1]
-    path = workdir / f"{name}.{spec_hash({'spec': dict(spec), 'code': fingerprint})}.csv"
     if not path.exists():
         write_table(path, compute())
     return pd.read_csv(path)

@@ -3,13 +3,15 @@ on fresh random data (float64)."""
 
 from __future__ import annotations
 
+from math import comb
+
 import jax
 import numpy as np
 import pytest
 
 from replications.baldi_linear_autoencoder import theory
 
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.x64
 
 
 def numpy_loss(x: np.ndarray, A: np.ndarray, B: np.ndarray) -> float:
@@ -62,7 +64,7 @@ def test_every_constructed_point_is_critical_with_the_predicted_loss(data) -> No
         assert np.linalg.norm(gA) + np.linalg.norm(gB) <= 1e-9 * lam.sum()
         assert numpy_loss(x, A, B) == pytest.approx(theory.critical_loss(lam, index_set), rel=1e-11)
         count += 1
-    assert count == sum(1 for r in range(p + 1) for _ in __import__("itertools").combinations(range(6), r))
+    assert count == sum(comb(6, r) for r in range(p + 1))  # every index set of size <= p
 
 
 def test_a_non_projection_is_not_critical(data) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ import pytest
 
 from shared.config import (
     ConfigError,
-    available_modules,
     coerce_tree,
+    config_namespaces,
     deep_merge,
     module_defaults,
     resolve,
@@ -28,16 +28,24 @@ KAWA = "kawaguchi_deep_linear"
 def config_with(overrides: dict) -> dict:  # type: ignore[type-arg]
     """Every module's defaults, with ``overrides`` merged in as Snakemake merges --config."""
     base: dict = {}
-    for module in available_modules():
+    for module in config_namespaces():
         base.update(module_defaults(module))
     return deep_merge(base, overrides)
 
 
-@pytest.mark.parametrize("module", available_modules())
+@pytest.mark.parametrize("module", config_namespaces())
 def test_defaults_are_valid_at_every_scale(module: str) -> None:
     for scale in ("smoke", "quick", "paper"):
         cfg = resolve(config_with({"scale": scale}), module)
-        assert cfg["scale"] == scale and cfg["seed"] == 0
+        assert cfg["scale"] == scale
+
+
+def test_seed_default_comes_from_the_base_schema() -> None:
+    """No module writes its seed default itself: a config without 'seed' gets base.yaml's."""
+    config = config_with({})
+    del config[BALDI]["seed"]
+    assert resolve(config, BALDI)["seed"] == 0
+    assert resolve(config_with({BALDI: {"seed": 7}}), BALDI)["seed"] == 7
 
 
 def test_overrides_from_the_command_line_are_coerced() -> None:
@@ -84,6 +92,18 @@ MALFORMED = [
     ({KAWA: {"escape": {"init_scales": []}}}, ["init_scales", "at least 1"]),
     ({KAWA: {"critical_points": {"width": "wide"}}}, ["critical_points.width", "wide", "integer"]),
     ({KAWA: {"grid": 5}}, ["grid", "allowed keys"]),
+    ({"toolkit": {"lanczos_steps": 2}}, ["toolkit.lanczos_steps", ">= 10"]),
+    # wrong shapes: one line naming the key, the expected shape and an example of it
+    ({BALDI: [1, 2]}, [f"'{BALDI}'", "[1, 2]", "a mapping", "seed: 3"]),
+    ({BALDI: 5}, [f"'{BALDI}'", "a mapping"]),
+    ({BALDI: {"scales": {"quick": {"gradient_descent": {"runs": 0}}}}},
+     [f"'{BALDI}.gradient_descent'", "{runs: 0}", "a list", "e.g. [{dataset: synthetic"]),
+    ({BALDI: {"gradient_descent": {"runs": 0}}}, ["gradient_descent", "a list", "e.g. [{"]),
+    ({BALDI: {"critical_points": [6, 2]}}, ["critical_points", "a mapping", "e.g. {dataset: synthetic"]),
+    ({BALDI: {"scales": {"huge": {}}}}, [f"'{BALDI}.scales'", "huge", "smoke"]),
+    ({BALDI: {"scales": [1]}}, [f"'{BALDI}.scales'", "a mapping"]),
+    ({KAWA: {"ensembles": {"widths": [6, 3]}}}, ["ensembles.widths", "a mapping", "e.g. {"]),
+    ({"data_manual_dir": "/tmp"}, ["data_manual_dir", "e.g. {fashion_mnist"]),
 ]
 
 
@@ -101,17 +121,32 @@ def test_unknown_module_is_rejected() -> None:
         resolve(config_with({}), "nope")
 
 
-def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
-    overrides = json.dumps({BALDI: {"critical_points": {"p": 0}}})
-    proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "step", BALDI, "critical_points", "--scale", "smoke",
-         "--outdir", str(tmp_path / "out"), "--config-json", overrides],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )
-    assert proc.returncode == 2
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["validate", "--config-json", json.dumps({BALDI: {"critical_points": {"p": 0}}})], ["critical_points.p"]),
+        (["validate", "--config-json", "[1]"], ["--config-json", "JSON object"]),
+        (["step", BALDI, "nope", "--settings-json", "{}"], ["settings"]),
+        (["step", BALDI, "nope", "--settings-json", json.dumps({"seed": 0, "scale": "smoke"})],
+         ["unknown step 'nope'", "critical_points"]),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    out = ["--outdir", str(tmp_path / "out")] if args[0] == "step" else []
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", *args, *out], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    assert "critical_points.p" in proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_prints_the_resolved_settings_the_rules_receive() -> None:
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "validate", "--scale", "smoke", "--resolved"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    resolved = json.loads(proc.stdout)
+    assert resolved == validate_all(config_with({"scale": "smoke"}))
 
 
 @pytest.mark.slow
@@ -121,6 +156,9 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         (["--config", "scale=huge"], ["scale", "huge"]),
         (["--config", f"{BALDI}={{critical_points: {{p: 0}}}}"], ["critical_points.p", ">= 1"]),
         (["--config", "modules=all"], ["modules", "allowed"]),
+        (["--config", f"{BALDI}=[1, 2]"], [f"'{BALDI}'", "a mapping"]),
+        (["--config", f"{BALDI}={{scales: {{quick: {{gradient_descent: {{runs: 0}}}}}}}}"],
+         ["gradient_descent", "a list", "e.g. [{"]),
     ],
 )
 def test_snakemake_rejects_bad_config_before_any_compute(tmp_path: Path, args: list[str], words: list[str]) -> None:

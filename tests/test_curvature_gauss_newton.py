@@ -19,34 +19,21 @@ from shared.curvature.gauss_newton import (
 from shared.curvature.hvp import batch_data
 from shared.curvature.operators import to_dense
 from shared.models.functional import pure
+from tests.helpers import TinyMLP
+
+pytestmark = pytest.mark.x64
 
 N, D, C = 23, 4, 3
 
 
-class TinyMLP(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs, hidden: bool = True) -> None:
-        self.hidden = nnx.Linear(D, 5, rngs=rngs, param_dtype=jnp.float64) if hidden else None
-        self.out = nnx.Linear(5 if hidden else D, C, rngs=rngs, param_dtype=jnp.float64)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(jnp.tanh(self.hidden(x)) if self.hidden is not None else x)
-
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 @pytest.fixture(scope="module")
 def problem():
-    with jax.enable_x64(True):
-        f, params = pure(TinyMLP(rngs=nnx.Rngs(0)))
-        rng = np.random.default_rng(2)
-        x = jnp.asarray(rng.normal(size=(N, D)))
-        labels = jnp.asarray(rng.integers(0, C, size=N))
-        targets = jnp.asarray(rng.normal(size=(N, C)))
-        return f, params, x, labels, targets
+    f, params = pure(TinyMLP([D, 5, C], rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(N, D)))
+    labels = jnp.asarray(rng.integers(0, C, size=N))
+    targets = jnp.asarray(rng.normal(size=(N, C)))
+    return f, params, x, labels, targets
 
 
 def _oracle(f, params, x, y, kind):
@@ -92,7 +79,7 @@ def test_hessian_splits_into_gauss_newton_plus_residual(problem, kind):
 
 def test_linear_model_with_squared_loss_has_no_residual(problem):
     _, _, x, _, targets = problem
-    f, params = pure(TinyMLP(rngs=nnx.Rngs(1), hidden=False))
+    f, params = pure(TinyMLP([D, C], rngs=nnx.Rngs(1)))  # linear
     data = batch_data((x, targets), 10)
     loss = supervised_loss(f, "squared", "sum")
     h = jax.jit(lambda p: flat_hessian(lambda q: loss(q, (x, targets)), p))(params)

@@ -22,36 +22,21 @@ from shared.curvature.hvp import (
 )
 from shared.curvature.operators import apply
 from shared.models.functional import pure
+from tests.helpers import TinyMLP
+
+pytestmark = pytest.mark.x64
 
 N = 37  # = 3·12 + 1: stacked batches plus a one-example remainder
 
 
-class TinyMLP(nnx.Module):
-    def __init__(self, sizes: list[int], *, rngs: nnx.Rngs, dtype=jnp.float64) -> None:
-        pairs = zip(sizes[:-1], sizes[1:], strict=True)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs, param_dtype=dtype) for a, b in pairs])
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self.layers[:-1]:
-            x = jnp.tanh(layer(x))
-        return self.layers[-1](x)
-
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 @pytest.fixture(scope="module")
 def problem():
-    with jax.enable_x64(True):
-        f, params = pure(TinyMLP([5, 7, 3], rngs=nnx.Rngs(0)))
-        rng = np.random.default_rng(1)
-        x = jnp.asarray(rng.normal(size=(N, 5)))
-        y = jnp.asarray(rng.integers(0, 3, size=N))
-        v = jnp.asarray(rng.normal(size=ravel_pytree(params)[0].size))
-        return f, params, x, y, v
+    f, params = pure(TinyMLP([5, 7, 3], rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(N, 5)))
+    y = jnp.asarray(rng.integers(0, 3, size=N))
+    v = jnp.asarray(rng.normal(size=ravel_pytree(params)[0].size))
+    return f, params, x, y, v
 
 
 def test_hvp_matches_central_differences_of_the_gradient(problem):

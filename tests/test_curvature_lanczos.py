@@ -15,20 +15,11 @@ from shared.curvature.hvp import batch_data, hessian_operator
 from shared.curvature.lanczos import lanczos, lanczos_eigs
 from shared.curvature.operators import dense_operator, diagonal_operator
 from shared.models.functional import pure
+from tests.helpers import TinyMLP, wishart
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _wishart(n: int = 150, m: int = 300, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(m, n))
-    return x.T @ x / m
-
-
-def test_ritz_values_of_a_diagonal_operator(x64):
+@pytest.mark.x64
+def test_ritz_values_of_a_diagonal_operator():
     # Well separated extremes inside a dense bulk: both ends converge in 40 steps.
     d = np.concatenate([[-8.0, -6.5, -5.0], np.linspace(-1, 1, 194), [4.0, 6.0, 9.0]])
     res = lanczos_eigs(diagonal_operator(jnp.asarray(d)), jax.random.key(0), k=3, num_steps=40)
@@ -37,7 +28,8 @@ def test_ritz_values_of_a_diagonal_operator(x64):
     assert bool(jnp.all(res.top.converged)) and bool(jnp.all(res.bottom.converged))
 
 
-def test_bottom_k_are_algebraically_smallest_not_smallest_magnitude(x64):
+@pytest.mark.x64
+def test_bottom_k_are_algebraically_smallest_not_smallest_magnitude():
     # Indefinite: many eigenvalues near zero, a few large negative ones.
     d = np.concatenate([[-3.0, -2.0], np.geomspace(1e-4, 1e-2, 40), -np.geomspace(1e-4, 1e-2, 40),
                         [1.0, 5.0]])
@@ -47,8 +39,9 @@ def test_bottom_k_are_algebraically_smallest_not_smallest_magnitude(x64):
     assert np.all(np.diff(np.asarray(res.ritz_values)) >= 0)
 
 
-def test_wishart_extremes_residuals_and_decomposition(x64):
-    a = _wishart()
+@pytest.mark.x64
+def test_wishart_extremes_residuals_and_decomposition():
+    a = wishart()
     eig = np.linalg.eigvalsh(a)
     res = lanczos_eigs(dense_operator(a), jax.random.key(2), k=4, num_steps=80,
                        return_vectors=True)
@@ -66,7 +59,8 @@ def test_wishart_extremes_residuals_and_decomposition(x64):
     np.testing.assert_allclose(q @ a @ q.T, dec.tridiagonal(), atol=1e-12)
 
 
-def test_invariant_subspace_restarts_give_the_exact_spectrum(x64):
+@pytest.mark.x64
+def test_invariant_subspace_restarts_give_the_exact_spectrum():
     # Four distinct eigenvalues, each 10-fold: the Krylov space of any vector is 4-dimensional.
     d = jnp.asarray(np.repeat([-5.0, 1.0, 2.0, 3.0], 10))
     dec = lanczos(diagonal_operator(d), jax.random.key(3), 40)
@@ -75,8 +69,9 @@ def test_invariant_subspace_restarts_give_the_exact_spectrum(x64):
     np.testing.assert_allclose(ritz, np.sort(np.asarray(d)), atol=1e-12)
 
 
-def test_same_tridiagonal_matrix_as_matfree_and_from_the_host_loop(x64):
-    a = _wishart(n=120, m=200, seed=4)
+@pytest.mark.x64
+def test_same_tridiagonal_matrix_as_matfree_and_from_the_host_loop():
+    a = wishart(n=120, m=200, seed=4)
     v0 = jnp.asarray(np.random.default_rng(5).normal(size=120))
     ours = lanczos(dense_operator(a), jax.random.key(0), 30, v0=v0)
     theirs = matfree.decomp.tridiag_sym(30, reortho="full")(lambda v: a @ v, v0)
@@ -86,20 +81,9 @@ def test_same_tridiagonal_matrix_as_matfree_and_from_the_host_loop(x64):
     np.testing.assert_allclose(host.basis, ours.basis, atol=1e-13)
 
 
-class MLP(nnx.Module):
-    def __init__(self, sizes: list[int], *, rngs: nnx.Rngs) -> None:
-        pairs = zip(sizes[:-1], sizes[1:], strict=True)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairs])
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self.layers[:-1]:
-            x = jnp.tanh(layer(x))
-        return self.layers[-1](x)
-
-
 def test_top5_of_a_3k_parameter_mlp_hessian():
     """float32 Lanczos on HVPs vs numpy.linalg.eigh of the dense Hessian (2,917 parameters)."""
-    f, params = pure(MLP([20, 56, 28, 5], rngs=nnx.Rngs(0)))
+    f, params = pure(TinyMLP([20, 56, 28, 5], rngs=nnx.Rngs(0), dtype=jnp.float32))
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=(64, 20)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 5, size=64))

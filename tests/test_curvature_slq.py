@@ -10,22 +10,14 @@ import pytest
 from shared.curvature.lanczos import lanczos, ritz_pairs
 from shared.curvature.operators import dense_operator, diagonal_operator
 from shared.curvature.slq import gaussian_density, quadrature_rules, slq
+from tests.helpers import wishart
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _wishart(n: int = 150, m: int = 300, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(m, n))
-    return x.T @ x / m
+pytestmark = pytest.mark.x64
 
 
 def test_gauss_quadrature_is_exact_up_to_degree_2m_minus_1():
     """Golub & Meurant: Σ_j w_j θ_jᵏ = vᵀAᵏv for k ≤ 2m − 1, and Σ_j w_j = 1."""
-    a = _wishart()
+    a = wishart()
     v = np.random.default_rng(1).choice([-1.0, 1.0], size=150) / np.sqrt(150)
     m = 6
     theta, s, _ = ritz_pairs(lanczos(dense_operator(a), jax.random.key(0), m, v0=jnp.asarray(v)))
@@ -40,7 +32,7 @@ def test_gauss_quadrature_is_exact_up_to_degree_2m_minus_1():
 
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_density_moments_match_the_true_spectrum(probe):
-    a = _wishart()
+    a = wishart()
     eig = np.linalg.eigvalsh(a)
     dens = slq(dense_operator(a), jax.random.key(2), num_steps=20, num_draws=10, probe=probe)
     assert dens.nodes.shape == dens.weights.shape == (10, 20)
@@ -76,7 +68,7 @@ def test_two_clusters_get_equal_mass():
 
 
 def test_host_loop_and_chunked_draws_give_the_same_rules():
-    op = dense_operator(_wishart())  # the fori rules are those of the moments test above
+    op = dense_operator(wishart())  # the fori rules are those of the moments test above
     fori = quadrature_rules(op, jax.random.key(2), num_steps=20, num_draws=10)
     host = quadrature_rules(op, jax.random.key(2), num_steps=20, num_draws=10, loop="python",
                             draws_batch_size=5)

@@ -10,11 +10,7 @@ import pytest
 from shared.curvature.operators import dense_operator
 from shared.curvature.trace import hutch_plus_plus, hutchinson
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.x64
 
 
 def _low_rank_plus_noise(n: int = 120, rank: int = 8, noise: float = 0.05, seed: int = 0):

@@ -136,6 +136,7 @@ def test_the_cli_prints_one_error_without_traceback_and_writes_nothing(tmp_path)
     assert unknown.returncode == 2 and "unknown data set 'imagenet'" in unknown.stderr
 
 
+@requires_tf  # without TensorFlow the CLI stops earlier (tested by the message above)
 def test_the_cli_reports_an_incomplete_offline_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     result = subprocess.run(
@@ -154,8 +155,6 @@ def test_the_cli_reports_an_incomplete_offline_folder(tmp_path):
         text=True,
         timeout=120,
     )
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("without TensorFlow the CLI stops earlier (tested by the message above)")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "lacks train-images-idx3-ubyte.gz" in result.stderr
 

@@ -15,23 +15,18 @@ from shared.landscape import directions, plots, surface
 from shared.landscape.hessian_maps import eigenvalue_map
 from shared.models.mlp import MLP
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.x64
 
 
 @pytest.fixture(scope="module")
 def problem():
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        data = (rng.normal(size=(30, 4)), rng.integers(0, 3, size=30))
-        model = MLP((4, 5, 3), activation_name="tanh", rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-        obj, params = surface.from_model(model, data, batch_size=8)
-        d1 = directions.random_direction(params, jax.random.key(1))
-        d2 = directions.random_direction(params, jax.random.key(2))
-        return obj, params, d1, d2
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(30, 4)), rng.integers(0, 3, size=30))
+    model = MLP((4, 5, 3), activation_name="tanh", rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    obj, params = surface.from_model(model, data, batch_size=8)
+    d1 = directions.random_direction(params, jax.random.key(1))
+    d2 = directions.random_direction(params, jax.random.key(2))
+    return obj, params, d1, d2
 
 
 def test_eigenvalue_map_equals_eigh_of_the_exact_hessian(problem, tmp_path):

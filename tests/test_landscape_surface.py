@@ -26,11 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = np.linspace(-1.0, 1.0, 5)
 BETAS = np.linspace(-0.5, 0.5, 3)
 
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.x64
 
 
 def _data(n=40, d=5, classes=3, seed=0):
@@ -40,12 +36,11 @@ def _data(n=40, d=5, classes=3, seed=0):
 
 @pytest.fixture(scope="module")
 def relu_problem():
-    with jax.enable_x64(True):
-        model = MLP((5, 8, 6, 3), rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-        obj, params = surface.from_model(model, _data(), batch_size=16)  # 2 batches + remainder 8
-        d1 = directions.random_direction(params, jax.random.key(1))
-        d2 = directions.random_direction(params, jax.random.key(2))
-        return obj, params, d1, d2
+    model = MLP((5, 8, 6, 3), rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    obj, params = surface.from_model(model, _data(), batch_size=16)  # 2 batches + remainder 8
+    d1 = directions.random_direction(params, jax.random.key(1))
+    d2 = directions.random_direction(params, jax.random.key(2))
+    return obj, params, d1, d2
 
 
 def test_objective_records_its_mode_and_matches_a_direct_computation(relu_problem):
@@ -189,7 +184,6 @@ def test_plane_sharded_over_two_host_devices_matches_one_device(relu_problem):
     one = surface.plane(obj, params, d1, d2, ALPHAS, BETAS, chunk_size=15).table
     script = textwrap.dedent("""
         import sys, jax, jax.numpy as jnp, numpy as np
-        jax.config.update("jax_enable_x64", True)
         from flax import nnx
         from shared.landscape import directions, surface
         from shared.models.mlp import MLP
@@ -204,7 +198,8 @@ def test_plane_sharded_over_two_host_devices_matches_one_device(relu_problem):
         np.save(sys.argv[1], t["loss"].to_numpy())
     """)
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"two_devices_{os.getpid()}.npy"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "JAX_ENABLE_X64": "1"}  # float64 throughout the subprocess, as in this module
     proc = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -91,15 +91,15 @@ def test_dropout_depends_only_on_the_call_key() -> None:
     assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
+@pytest.mark.x64
 def test_float64_params_give_float64_outputs_and_statistics() -> None:
-    with jax.enable_x64(True):
-        model = MLP((3, 4, 2), batch_norm=True, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-        out = model(jnp.ones((2, 3), jnp.float64))
-        assert out.dtype == jnp.float64
-        assert model.norms[0].mean[...].dtype == jnp.float64  # running stats updated in float64
-        resnet = nnx.eval_shape(lambda: CifarResNet(8, rngs=nnx.Rngs(0), param_dtype=jnp.float64))
-        leaves = jax.tree_util.tree_leaves(nnx.state(resnet))
-        assert all(leaf.dtype == jnp.float64 for leaf in leaves)
+    model = MLP((3, 4, 2), batch_norm=True, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    out = model(jnp.ones((2, 3), jnp.float64))
+    assert out.dtype == jnp.float64
+    assert model.norms[0].mean[...].dtype == jnp.float64  # running stats updated in float64
+    resnet = nnx.eval_shape(lambda: CifarResNet(8, rngs=nnx.Rngs(0), param_dtype=jnp.float64))
+    leaves = jax.tree_util.tree_leaves(nnx.state(resnet))
+    assert all(leaf.dtype == jnp.float64 for leaf in leaves)
 
 
 def test_dinh_alpha_scaling_is_an_observational_equivalence() -> None:

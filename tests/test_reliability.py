@@ -67,17 +67,17 @@ def test_diverging_runs_are_marked_failed_and_fail_the_verdict() -> None:
     """Inject divergence (a step size far above the stability limit) into Baldi's GD."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)
     from replications.baldi_linear_autoencoder import steps
     from shared.models.functional import gaussian_ensemble
 
     spec = {"dataset": "synthetic", "spectrum": [4.0, 3.0, 2.0, 1.0], "samples": 50, "p": 2,
             "runs": 6, "steps": 400, "lr": 0.1, "init_scale": 1e-3}
-    x, _ = steps.load_patterns(spec, 0)
-    _, template = steps._template(4, 2)
-    init = gaussian_ensemble(template, jax.random.key(0), 6, 1e-3)
-    init = jax.tree_util.tree_map(lambda v: v.at[-1].set(1e3), init)  # the last run diverges
-    frame = steps._descend(spec, x, 0, init=init)
+    with jax.enable_x64(True):
+        x, _ = steps.load_patterns(spec, 0)
+        _, template = steps._template(4, 2)
+        init = gaussian_ensemble(template, jax.random.key(0), 6, 1e-3)
+        init = jax.tree_util.tree_map(lambda v: v.at[-1].set(1e3), init)  # the last run diverges
+        frame = steps._descend(spec, x, 0, init=init)
     assert frame.failed.tolist() == [False] * 5 + [True]
     assert np.isnan(frame.final_loss.iloc[-1]) and np.isfinite(frame.final_loss.iloc[:-1]).all()
     claim = {"id": "B4", "statement": "s", "where": "w", "measured": "m",

@@ -25,24 +25,19 @@ from shared.sharpness import (
 )
 from shared.sharpness.reparametrize import get_leaf, rescale_layers
 
+pytestmark = pytest.mark.x64
+
 exact_hessian = jax.jit(flat_hessian)  # (objective, params): the objective is a pytree argument
-
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 @pytest.fixture(scope="module")
 def dinh():
     """Dinh et al.'s one-hidden-layer rectified net (with biases), float64, on 40 examples."""
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        data = (rng.normal(size=(40, 4)), rng.integers(0, 3, size=40))
-        model = MLP((4, 6, 3), rngs=nnx.Rngs(0), param_dtype=jnp.float64)
-        obj, params = surface.from_model(model, data, batch_size=20)
-        return obj, params
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(40, 4)), rng.integers(0, 3, size=40))
+    model = MLP((4, 6, 3), rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    obj, params = surface.from_model(model, data, batch_size=20)
+    return obj, params
 
 
 def _logits(obj, params):
@@ -64,7 +59,6 @@ def _scale_vector(params, alpha):
 def test_alpha_scale_keeps_logits_and_transforms_hessian_blocks_exactly(dinh, alpha):
     obj, params = dinh
     scaled = alpha_scale(params, ("layers", 0), ("layers", 1), alpha)
-    assert relative_change(_logits(obj, params), _logits(obj, scaled)) <= 1e-5
     assert relative_change(_logits(obj, params), _logits(obj, scaled)) <= 1e-12
     h, h_scaled = np.asarray(exact_hessian(obj, params)), np.asarray(exact_hessian(obj, scaled))
     s = _scale_vector(params, alpha)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from shared.models import DeepLinear
@@ -71,10 +72,10 @@ def test_divergent_member_is_frozen_and_counted_and_tolerance_stops() -> None:
     assert run.trajectory is not None and run.trajectory.shape == (3, 7, 3 * 4 + 4 * 2)
 
 
+@pytest.mark.x64
 def test_float64_params_train_in_float64() -> None:
-    with jax.enable_x64(True):
-        loss_fn, init, data = problem(np.float64)
-        params0 = jax.vmap(init)(member_keys(0, "gd64", seeds=range(2)))
-        run = train_ensemble(loss_fn, params0, data, optax.sgd(0.05), 10)
-        assert all(leaf.dtype == jnp.float64 for leaf in jax.tree_util.tree_leaves(run.params))
-        assert run.loss_history.dtype == np.float64
+    loss_fn, init, data = problem(np.float64)
+    params0 = jax.vmap(init)(member_keys(0, "gd64", seeds=range(2)))
+    run = train_ensemble(loss_fn, params0, data, optax.sgd(0.05), 10)
+    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree_util.tree_leaves(run.params))
+    assert run.loss_history.dtype == np.float64

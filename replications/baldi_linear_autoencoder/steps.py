@@ -28,9 +28,10 @@ from replications.baldi_linear_autoencoder.module import GD_DATASETS
 from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
 from shared.models.functional import gaussian_ensemble, pure
-from shared.models.linear import LinearAutoencoder, ae_params_from_matrices
+from shared.models.linear import LinearAutoencoder, ae_matrices, ae_params_from_matrices
 from shared.module import FigureOut, StepResult
 from shared.training.fullbatch import train_ensemble
+from shared.training.losses import total_squared_error
 
 MODULE = "baldi_linear_autoencoder"
 ZERO_RTOL = 1e-9  # |λ| <= 1e-9 · max|λ| counts as a zero Hessian eigenvalue (float64)
@@ -66,7 +67,7 @@ def eigensystem(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def sum_squared_error(model, params, x):  # type: ignore[no-untyped-def]
     """E = Σ_t ‖x_t − A B x_t‖² (the paper's sum convention)."""
-    return jnp.sum((x - model(params, x)) ** 2)
+    return total_squared_error(model(params, x), x)
 
 
 def _template(n: int, p: int) -> tuple[Any, Any]:
@@ -262,7 +263,7 @@ def _descend(spec: dict[str, Any], x: np.ndarray, seed: int, init: Any = None) -
                          spec["steps"], log_every=spec["steps"], desc=f"GD {spec['dataset']}")
     final_params, final_loss = run.params, run.final_loss
     optimum = float(lam[p:].sum())
-    decoders = np.asarray(final_params["decoder"]["kernel"].value).transpose(0, 2, 1)  # A = kernelᵀ
+    decoders = np.asarray(ae_matrices(final_params)[0])  # A of every run
     angles = np.array(
         [theory.principal_angles(a, vec[:, :p]).max() if np.all(np.isfinite(a)) else np.nan
          for a in decoders]

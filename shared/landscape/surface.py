@@ -48,7 +48,7 @@ from jax.sharding import PartitionSpec as P
 
 from shared.curvature.hvp import Batches, batch_data, reduce_batches
 from shared.curvature.operators import Static
-from shared.resume import chunk, spec_hash
+from shared.resume import chunk, is_cached
 from shared.training.losses import correct, cross_entropy
 
 BNMode = Literal["eval", "batch_stats"]
@@ -380,19 +380,14 @@ def map_points(
             frame, reused = run(), False
         else:
             key = {**(spec or {}), "name": name, "first_index": start, "coords": block.tolist()}
-            path_hit = _chunk_exists(Path(workdir), name, key)
-            frame = chunk(Path(workdir), name, key, run)
-            reused = path_hit
+            reused = is_cached(name, key, Path(workdir))
+            frame = chunk(name, key, run, workdir=Path(workdir))
         computed += 0 if reused else 1
         frames.append(frame)
         if on_chunk is not None:
             on_chunk(i, len(starts), reused)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(coord_names))
     return table, computed
-
-
-def _chunk_exists(workdir: Path, name: str, spec: Mapping[str, Any]) -> bool:
-    return (workdir / f"{name}.{spec_hash(spec)}.csv").exists()
 
 
 @dataclass(frozen=True)

@@ -33,17 +33,29 @@ class LinearAutoencoder(nnx.Module):
         return self.decoder(self.encoder(x))
 
 
-def ae_params_from_matrices(params: Any, A: jax.Array, B: jax.Array) -> Any:
-    """Return a copy of the autoencoder's params with decoder A (n×p), encoder B (p×n)."""
+def params_with_kernels(params: Any, kernels: dict[tuple[str | int, ...], Any]) -> Any:
+    """A copy of ``params`` whose linear layers at the given paths hold the weight matrices
+    W (the papers' column-vector convention, y = W x). Flax acts on row vectors, so a kernel
+    stores Wᵀ; e.g. ``{("layers", 0): W_1, ("layers", 1): W_2}``."""
     out = jax.tree_util.tree_map(lambda v: v, params)
-    out["encoder"]["kernel"].value = jnp.asarray(B).T
-    out["decoder"]["kernel"].value = jnp.asarray(A).T
+    for path, w in kernels.items():
+        node = out
+        for key in path:
+            node = node[key]
+        node["kernel"][...] = jnp.asarray(w).T
     return out
 
 
+def ae_params_from_matrices(params: Any, A: jax.Array, B: jax.Array) -> Any:
+    """Return a copy of the autoencoder's params with decoder A (n×p), encoder B (p×n)."""
+    return params_with_kernels(params, {("encoder",): B, ("decoder",): A})
+
+
 def ae_matrices(params: Any) -> tuple[jax.Array, jax.Array]:
-    """(A, B) in the paper's column-vector convention from the autoencoder's params."""
-    return params["decoder"]["kernel"].value.T, params["encoder"]["kernel"].value.T
+    """(A, B) in the paper's column-vector convention from the autoencoder's params
+    (with a leading run axis, each of A and B gets one too)."""
+    decoder, encoder = params["decoder"]["kernel"][...], params["encoder"]["kernel"][...]
+    return jnp.swapaxes(decoder, -1, -2), jnp.swapaxes(encoder, -1, -2)
 
 
 class DeepLinear(nnx.Module):

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
-from flax import nnx
 
 from shared import plotting, seeds
 from shared.curvature import (
@@ -35,9 +34,9 @@ from shared.curvature import (
     slq,
 )
 from shared.curvature.exact import flat_hessian
-from shared.module import FigureOut, StepResult
 from shared.models.functional import pure
 from shared.models.mlp import MLP
+from shared.module import FigureOut, StepResult
 from shared.training.fullbatch import train_ensemble
 
 
@@ -67,7 +66,7 @@ def estimators(settings: dict) -> StepResult:
     exact = np.linalg.eigvalsh(np.asarray(jax.jit(lambda p: flat_hessian(lambda q: loss_fn(q, data), p))(params)))
     n = exact.size
     op = hessian_operator(loss_fn, params, batch_data(data, 512), reduction="mean")
-    key = seeds.derive(settings["seed"], "toolkit_check")
+    key = seeds.derive(settings["seed"], "toolkit_check")  # the stream's name predates the kit
     lanczos_steps, budget = settings["lanczos_steps"], settings["trace_matvecs"]
     slq_label = f"SLQ ({settings['slq_steps']} steps × {settings['slq_draws']} draws)"
     rows = []

@@ -28,6 +28,12 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(diff * diff, axis=-1)
 
 
+def total_squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Σ_examples ‖f(x) − y‖², summed over the whole batch: the papers' sum convention for
+    linear networks (Baldi & Hornik 1989 eq. 1; Kawaguchi 2016 uses ½ of it)."""
+    return jnp.sum((outputs - targets) ** 2)
+
+
 def correct(outputs: jax.Array, labels: jax.Array) -> jax.Array:
     """1.0 where argmax(outputs) equals an integer label; zeros for non-class targets."""
     if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.ndim != 1:
