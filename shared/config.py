@@ -35,7 +35,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICATIONS = ROOT / "replications"
-SCALES = ("smoke", "quick", "paper")
 TOP_LEVEL_KEYS = {
     "scale": "one of smoke, quick, paper (default: shared/schema/base.yaml)",
     "data_dir": "a folder path for tensorflow-datasets data (default $LANDSCAPE_DATA_DIR "
@@ -45,6 +44,7 @@ TOP_LEVEL_KEYS = {
 MODULE_RESERVED = ("seed", "scales")
 TOOLKIT = "toolkit"
 BASE_SCHEMA = ROOT / "shared" / "schema" / "base.yaml"
+SCALES = ("smoke", "quick", "paper")  # checked against base.yaml's enum by tests/test_config.py
 
 
 class ConfigError(ValueError):

@@ -40,6 +40,14 @@ def test_defaults_are_valid_at_every_scale(module: str) -> None:
         assert cfg["scale"] == scale
 
 
+def test_scales_and_their_default_are_written_once() -> None:
+    from shared.config import BASE_SCHEMA, SCALES, default_scale, load_yaml
+
+    scale = load_yaml(BASE_SCHEMA)["$defs"]["scale"]
+    assert tuple(scale["enum"]) == SCALES and default_scale() == scale["default"] == "quick"
+    assert resolve(config_with({}), BALDI)["scale"] == default_scale()
+
+
 def test_seed_default_comes_from_the_base_schema() -> None:
     """No module writes its seed default itself: a config without 'seed' gets base.yaml's."""
     config = config_with({})

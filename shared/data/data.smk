@@ -51,7 +51,9 @@ rule prepare_data:
         source=_data_source_flags,
         data_dir=shlex.quote(DATA_DIR),
         python=shlex.quote(sys.executable),
+    log:
+        f"{DATA_DIR}/logs/prepare_{{dataset}}.log",
     threads: 1
     shell:
         "{params.python} -m shared.data.prepare {wildcards.dataset}"
-        " --data-dir {params.data_dir} {params.source}"
+        " --data-dir {params.data_dir} {params.source} 2>&1 | tee {log}"

@@ -1,7 +1,15 @@
 """Sharpness measures and reparametrisations: Keskar et al.'s Metric 2.1, Hessian λ_max and
 trace, Kwon et al.'s adaptive sharpness, and Dinh et al.'s function-preserving rescalings."""
 
-from shared.sharpness.keskar import KeskarResult, box_bound, keskar_sharpness, random_subspace
+from shared.sharpness.keskar import (
+    LBFGSB_OPTIONS,
+    KeskarResult,
+    NoProgressError,
+    NoProgressWarning,
+    box_bound,
+    keskar_sharpness,
+    random_subspace,
+)
 from shared.sharpness.measures import (
     AdaptiveSharpness,
     adaptive_sharpness,
@@ -22,6 +30,9 @@ from shared.sharpness.reparametrize import (
 __all__ = [
     "AdaptiveSharpness",
     "KeskarResult",
+    "LBFGSB_OPTIONS",
+    "NoProgressError",
+    "NoProgressWarning",
     "adaptive_sharpness",
     "alpha_scale",
     "box_bound",
