@@ -16,7 +16,7 @@ DECLARATIONS = {m: load(m) for m in KIT_MODULES}
 def settings_json(module):
     """The module's resolved settings at this scale (validated once, by the Snakefile): a rule
     reruns when they change, and only then (editing another scale's settings reruns nothing)."""
-    return json.dumps(RESOLVED[module], sort_keys=True)
+    return json.dumps(RESOLVED[module])  # key order kept: a mapping's order (e.g. widths) orders the runs
 
 
 def module_dir_out(module):
