@@ -14,7 +14,7 @@ written once::
 
     Step("gradient_descent", tables=("gradient_descent",),
          figures=(Figure("gradient_descent", "Gradient descent from random inits"),),
-         quantities=("gd_rel_gap_synthetic", ...))
+         quantities=("gd_rel_gap_synthetic_small", ...))
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ def test_a_step_that_breaks_its_declaration_is_refused() -> None:
     tables = {"gradient_descent": pd.DataFrame()}
     figures = {"gradient_descent": None}
     check_result(BALDI, step, StepResult(good, tables, figures))  # type: ignore[arg-type]
-    with pytest.raises(StepContractError, match="missing \\['gd_failed_runs_digits'\\]"):
-        partial = {k: v for k, v in good.items() if k != "gd_failed_runs_digits"}
+    with pytest.raises(StepContractError, match="missing \\['gd_failed_runs_digits_small'\\]"):
+        partial = {k: v for k, v in good.items() if k != "gd_failed_runs_digits_small"}
         check_result(BALDI, step, StepResult(partial, tables, figures))  # type: ignore[arg-type]
     with pytest.raises(StepContractError, match="undeclared \\['gd_rel_gap_imagenet'\\]"):
         check_result(BALDI, step, StepResult({**good, "gd_rel_gap_imagenet": 1}, tables, figures))  # type: ignore[arg-type]
@@ -74,13 +74,17 @@ def test_a_step_that_breaks_its_declaration_is_refused() -> None:
 def _not_testable_by_config(module: str, settings: dict) -> set[str]:  # type: ignore[type-arg]
     """Which claims a scale's settings leave untestable (what the steps mark not_testable)."""
     if module == BALDI:
-        measured = {s["dataset"] for s in settings["gradient_descent"]}
-        return {f"B4-{d}" for d in ("synthetic", "digits", "mnist") if d not in measured}
+        measured = {(s["dataset"], s["init"]) for s in settings["gradient_descent"]}
+        runs = {"B4-synthetic": ("synthetic", "small"), "B4-synthetic-unit": ("synthetic", "unit"),
+                "B4-synthetic-glorot": ("synthetic", "glorot"), "B4-digits": ("digits", "small"),
+                "B4-digits-glorot": ("digits", "glorot"), "B4-mnist": ("mnist", "small")}
+        return {claim for claim, run in runs.items() if run not in measured}
     return set()
 
 
 QUICK_TESTABLE = {
-    BALDI: ["B1", "B2", "B3", "B4-synthetic", "B4-digits"],
+    BALDI: ["B1", "B2", "B3", "B4-synthetic", "B4-synthetic-unit", "B4-synthetic-glorot", "B4-digits",
+            "B4-digits-glorot"],
     KAWA: ["K1", "K1-real", "K2", "K3-shallow", "K3-deep", "K3-zero-H2", "K4", "K1-degenerate"],
 }
 

@@ -3,9 +3,10 @@
 - ``critical_points``: B1–B3. Every analytic critical point with |I| ≤ p is
   built with a random invertible mixing C; its gradient, loss and exact
   Hessian inertia are measured in float64 and compared with ``theory``.
-- ``gradient_descent``: B4. Many random initializations (vmapped) trained by
-  full-batch gradient descent; final loss vs Σ_{i>p} λ_i and principal angles
-  between the learned decoder's column space and the top-p eigenvectors.
+- ``gradient_descent``: B4. Many random initializations per (data set, init
+  distribution: small, unit or glorot), vmapped, trained by full-batch gradient
+  descent; the final loss restricted to range(Σ) vs Σ_{i>p} λ_i and principal
+  angles between the learned decoder's column space and the top-p eigenvectors.
 
 Every step takes the resolved settings and returns its measurements, tables and
 figures (``shared.module.StepResult``); the kit writes them.
@@ -13,24 +14,23 @@ figures (``shared.module.StepResult``); the kit writes them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from replications.baldi_linear_autoencoder import theory
-from replications.baldi_linear_autoencoder.module import GD_DATASETS
+from replications.baldi_linear_autoencoder.module import GD_DATASETS, GD_QUANTITIES, INITS, gd_quantity
 from shared import plotting, resume, seeds
 from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
-from shared.models.functional import gaussian_ensemble, pure
+from shared.models.functional import pure
 from shared.models.linear import LinearAutoencoder, ae_matrices, ae_params_from_matrices
 from shared.module import FigureOut, StepResult
-from shared.training.fullbatch import train_ensemble
 from shared.training.losses import total_squared_error
 
 MODULE = "baldi_linear_autoencoder"
@@ -211,21 +211,27 @@ def _plot_saddle_slice(loss, template, lam, vec, p) -> FigureOut:  # type: ignor
 
 # --- B4: gradient descent from many initializations ----------------------------------------
 
+GD_BLOCK = 10_000  # GD steps per jitted block; every run's finiteness is checked after each block
+GAP_FLOOR = 1e-17  # relative gaps at or below rounding are drawn here on the log axis
+TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated to [−2, 2] (Glorot's draw)
+
+
 def gradient_descent(cfg: dict[str, Any]) -> StepResult:
     measurements: dict[str, Any] = {}
     frames = []
     for spec in cfg["gradient_descent"]:
-        name = spec["dataset"]
-        frame = resume.chunk(name, {**spec, "seed": cfg["seed"]},
+        name, init = spec["dataset"], spec.get("init", "small")
+        frame = resume.chunk(f"{name}_{init}", {**spec, "init": init, "seed": cfg["seed"]},
                              lambda spec=spec: _descend_on(spec, cfg["seed"], cfg.get("data_dir")))
         frames.append(frame)
-        measurements[f"gd_rel_gap_{name}"] = frame.rel_gap.tolist()
-        measurements[f"gd_max_angle_{name}"] = frame.max_angle.tolist()
-        measurements[f"gd_failed_runs_{name}"] = int((~np.isfinite(frame.final_loss)).sum())
+        measurements[gd_quantity("rel_gap", name, init)] = frame.rel_gap.tolist()
+        measurements[gd_quantity("max_angle", name, init)] = frame.max_angle.tolist()
+        measurements[gd_quantity("failed_runs", name, init)] = int(frame.failed.sum())
     for name in GD_DATASETS:
-        if f"gd_rel_gap_{name}" not in measurements:
-            reason = {"not_testable": f"{name} is not among this scale's gradient_descent data sets"}
-            measurements.update({f"gd_{q}_{name}": reason for q in ("rel_gap", "max_angle", "failed_runs")})
+        for init in INITS:
+            if gd_quantity("rel_gap", name, init) not in measurements:
+                reason = {"not_testable": f"{name} from {init} inits is not among this scale's gradient_descent runs"}
+                measurements.update({gd_quantity(q, name, init): reason for q in GD_QUANTITIES})
     table = pd.concat(frames, ignore_index=True)
     plotting.setup()
     return StepResult(measurements=measurements, tables={"gradient_descent": table},
@@ -240,81 +246,170 @@ def _descend_on(spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.Dat
     return frame
 
 
+def init_std(spec: dict[str, Any], n: int, p: int) -> float:
+    """The std of every weight under the spec's init: ``init_scale`` (small, unit), or
+    ``init_scale`` · √(2/(fan_in + fan_out)) = init_scale · √(2/(n + p)) (glorot; both layers)."""
+    if spec.get("init", "small") == "glorot":
+        return float(spec["init_scale"] * np.sqrt(2.0 / (n + p)))
+    return float(spec["init_scale"])
+
+
+def draw_inits(spec: dict[str, Any], n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``runs`` seeded draws of the decoder A (runs, n, p) and encoder B (runs, p, n): small and
+    unit are N(0, init_scale²) per weight; glorot is Glorot's (Xavier's) normal draw as
+    ``jax.nn.initializers.glorot_normal`` makes it: a standard normal truncated to [−2, 2], scaled
+    to std init_scale·√(2/(fan_in + fan_out)). NumPy draws them (a JAX draw compiles for every
+    shape, seconds each on a CPU)."""
+    kind = spec.get("init", "small")
+    rng = seeds.numpy_rng(seed, MODULE, "gradient_descent", spec["dataset"], kind, "init")
+    std, runs = init_std(spec, n, p), spec["runs"]
+    draws = []
+    for shape in ((runs, n, p), (runs, p, n)):
+        z = rng.standard_normal(shape)
+        if kind == "glorot":
+            outside = np.abs(z) > 2.0
+            while outside.any():  # resample until every value lies in [−2, 2]
+                z[outside] = rng.standard_normal(int(outside.sum()))
+                outside = np.abs(z) > 2.0
+            z /= TRUNCATED_STD
+        draws.append(std * z)
+    return draws[0], draws[1]
+
+
+@functools.partial(jax.jit, static_argnames="length")
+def _gd_block(a: jax.Array, b: jax.Array, lam: jax.Array, lr: float, length: int) -> tuple[jax.Array, jax.Array]:
+    """``length`` full-batch GD steps on E of every run (vmap), in Σ's eigenbasis (Σ = diag λ):
+    ∇_A E = −2(ΣBᵀ − A·BΣBᵀ), ∇_B E = −2(AᵀΣ − AᵀA·BΣ): O(np²) per step instead of O(n²p)."""
+    def grads(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        bs = b * lam
+        return -2.0 * (bs.T - a @ (bs @ b.T)), -2.0 * (a.T * lam - (a.T @ a) @ bs)
+
+    def run(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def body(carry: tuple[jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, jax.Array], None]:
+            ga, gb = grads(*carry)
+            return (carry[0] - lr * ga, carry[1] - lr * gb), None
+
+        return jax.lax.scan(body, (a, b), None, length=length, unroll=8)[0]
+
+    return jax.vmap(run)(a, b)
+
+
+def gd_eigenbasis(a: np.ndarray, b: np.ndarray, lam: np.ndarray, lr: float,
+                  steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plain full-batch gradient descent on E from every run's (A, B) at once, all given in Σ's
+    eigenbasis (A (runs, n, p), B (runs, p, n), Σ = diag ``lam``). Returns the final A, B and which
+    runs failed: a run whose weights turn non-finite is frozen at its weights at the start of
+    that block of ``GD_BLOCK`` steps (the last finite ones checked) and marked failed."""
+    lam_j = jnp.asarray(lam)
+    a_j, b_j = jnp.asarray(a), jnp.asarray(b)
+    failed = np.zeros(a_j.shape[0], dtype=bool)
+    done = 0
+    while done < steps:
+        length = min(GD_BLOCK, steps - done)
+        new_a, new_b = _gd_block(a_j, b_j, lam_j, lr, length)
+        finite = jnp.all(jnp.isfinite(new_a), axis=(1, 2)) & jnp.all(jnp.isfinite(new_b), axis=(1, 2))
+        failed |= ~np.asarray(finite)
+        frozen = jnp.asarray(failed)[:, None, None]
+        a_j, b_j = jnp.where(frozen, a_j, new_a), jnp.where(frozen, b_j, new_b)
+        done += length
+    return np.asarray(a_j), np.asarray(b_j), failed
+
+
 def _descend(spec: dict[str, Any], x: np.ndarray, seed: int, init: Any = None) -> pd.DataFrame:
     """Full-batch GD on E from ``runs`` random inits at once (vmap over runs).
 
-    ``init`` (params with a leading run axis) replaces the seeded Gaussian inits.
+    ``init`` replaces the seeded draws of the spec's init distribution (``draw_inits``): the
+    autoencoder's params with a leading run axis, or its matrices (A (runs, n, p), B (runs, p, n)).
 
-    E depends on the data only through Σ = XᵀX, so the T patterns are replaced by
-    the n rows of Σ^{1/2}: the same loss and gradients at a fraction of the cost.
+    E depends on the data only through Σ = XᵀX = U diag(λ) Uᵀ, and gradient descent commutes
+    with the orthogonal change of coordinates A → UᵀA, B → BU, so every run is trained in
+    Σ's eigenbasis (``gd_eigenbasis``): the same iterates up to rounding, at O(np²) a step.
+    Each run's result: E, E_V (the loss restricted to range(Σ), ``theory.range_loss``), their
+    gaps to the global minimum Σ_{i>p} λ_i, and the largest principal angle between the
+    decoder's column space and the top-p eigenvectors.
     """
     lam, vec = eigensystem(x)
+    lam = np.clip(lam, 0.0, None)  # a singular Σ's zero eigenvalues come out as ±rounding
     n, p = x.shape[1], spec["p"]
-    root = (vec * np.sqrt(np.clip(lam, 0, None))) @ vec.T
-    model, template = _template(n, p)
-    data = jnp.asarray(root)
+    given = init is not None
+    if not given:
+        init = draw_inits(spec, n, p, seed)
+    a0, b0 = (np.asarray(m) for m in (init if isinstance(init, tuple) else ae_matrices(init)))
     lr = spec["lr"] / lam[0]
-    optimizer = optax.sgd(lr)
-
-    key = seeds.derive(seed, MODULE, "gradient_descent", spec["dataset"], "init")
-    if init is None:
-        init = gaussian_ensemble(template, key, spec["runs"], spec["init_scale"])
-    run = train_ensemble(lambda prm, d: sum_squared_error(model, prm, d), init, data, optimizer,
-                         spec["steps"], log_every=spec["steps"], desc=f"GD {spec['dataset']}")
-    final_params, final_loss = run.params, run.final_loss
+    a, b, failed = gd_eigenbasis(vec.T @ a0, b0 @ vec, lam, lr, spec["steps"])
+    eye = np.eye(n)
     optimum = float(lam[p:].sum())
-    decoders = np.asarray(ae_matrices(final_params)[0])  # A of every run
-    angles = np.array(
-        [theory.principal_angles(a, vec[:, :p]).max() if np.all(np.isfinite(a)) else np.nan
-         for a in decoders]
-    )
+    whole = np.where(failed, np.nan, theory.range_loss(lam, eye, a, b, range_only=False))
+    ranged = np.where(failed, np.nan, theory.range_loss(lam, eye, a, b))
+    angles = np.array([np.nan if bad else theory.principal_angles(d, eye[:, :p]).max()
+                       for d, bad in zip(a, failed, strict=True)])
     return pd.DataFrame(
         dict(
-            run=np.arange(spec["runs"]),
+            init="given" if given else spec.get("init", "small"),
+            init_scale=np.nan if given else spec["init_scale"],
+            init_std=np.nan if given else init_std(spec, n, p),
+            run=np.arange(a.shape[0]),
             p=p,
             steps=spec["steps"],
+            lr_lambda1=spec["lr"],
             lr=lr,
-            init_scale=spec["init_scale"],
-            final_loss=final_loss,
+            range_dim=int(theory.range_mask(lam).sum()),
+            final_loss=whole,
+            range_loss=ranged,
             global_loss=optimum,
             next_critical_loss=float(lam.sum() - lam[: p - 1].sum() - lam[p]),  # I = {1..p−1, p+1}
-            rel_gap=(final_loss - optimum) / optimum,
+            rel_gap=(ranged - optimum) / optimum,
+            rel_gap_whole=(whole - optimum) / optimum,
             max_angle=angles,
-            failed=run.failed,
+            failed=failed,
         )
     )
+
+
+INIT_WORDS = {"small": "Gaussian, std {std:.3g}", "unit": "Gaussian, std {std:.3g}",
+              "glorot": "Glorot's truncated normal, std {std:.3g} = {scale:g}·√(2/(n+p))"}
 
 
 def _plot_descent(table: pd.DataFrame) -> FigureOut:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(table.dataset))
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5.2 * len(datasets), 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.6 * len(datasets), 8), squeeze=False,
+                             layout="constrained")
+    colours = {"small": "#4c72b0", "unit": "#dd8452", "glorot": "#55a868", "given": "#8172b3"}
     parts = []
     for j, name in enumerate(datasets):
         sub = table[table.dataset == name]
-        optimum, nxt = sub.global_loss.iloc[0], sub.next_critical_loss.iloc[0]
-        ax = axes[0, j]
-        span = nxt - optimum
-        lo, hi = optimum - 0.1 * span, nxt + 0.1 * span
-        ax.hist(np.clip(sub.final_loss, lo, hi), bins=60, range=(lo, hi), color="#4c72b0")
-        ax.axvline(optimum, color="#2e7d32", ls="--", label=f"global min Σ_(i>p) λ_i = {optimum:.4g}")
-        ax.axvline(nxt, color="#c62828", ls=":", label=f"best saddle {{1..p−1, p+1}} = {nxt:.4g}")
-        ax.set(title=f"{name}: final loss, {len(sub)} inits (p = {sub.p.iloc[0]})", xlabel="final E",
-               ylabel="runs")
-        ax.legend(fontsize=7)
-        ax = axes[1, j]
-        ax.hist(np.log10(np.maximum(sub.max_angle, 1e-16)), bins=40, range=(-16, 0.5), color="#dd8452")
-        ax.set(title=f"{name}: largest principal angle to the top-{sub.p.iloc[0]} PCA subspace",
-               xlabel="log10 angle (rad)", ylabel="runs")
-        parts.append(
-            f"{name}: {len(sub)} runs, {sub.steps.iloc[0]} GD steps at lr = {sub.lr.iloc[0]:.3g}, "
-            f"max relative gap {sub.rel_gap.max():.2e}, max principal angle {sub.max_angle.max():.2e} rad"
-        )
+        first = sub.iloc[0]
+        saddle_gap = (first.next_critical_loss - first.global_loss) / first.global_loss
+        top, bottom = axes[0, j], axes[1, j]
+        for init, runs in sub.groupby("init", sort=False):
+            row = runs.iloc[0]
+            label = f"{init}: {INIT_WORDS.get(init, '{std}').format(std=row.init_std, scale=row.init_scale)}"
+            gaps = np.log10(np.clip(runs.rel_gap.fillna(np.inf), GAP_FLOOR, None))
+            top.hist(np.minimum(gaps, 1.0), bins=60, range=(-17, 1), histtype="step", lw=1.6,
+                     color=colours.get(init), label=label)
+            bottom.hist(np.log10(np.clip(runs.max_angle.fillna(np.pi), 1e-16, None)), bins=64, range=(-16, 0.5),
+                        histtype="step", lw=1.6, color=colours.get(init), label=init)
+            parts.append(
+                f"{name}, {init} init ({label.split(': ', 1)[1]}): {len(runs):,} runs × {row.steps:,} GD steps at "
+                f"step size {row.lr_lambda1:g}/λ₁ = {row.lr:.3g}; max relative gap {runs.rel_gap.max():.2e} "
+                f"(whole E: {runs.rel_gap_whole.max():.2e}), max principal angle {runs.max_angle.max():.2e} rad, "
+                f"{int(runs.failed.sum())} failed"
+            )
+        top.axvline(np.log10(saddle_gap), color="#c62828", ls=":",
+                    label=f"best saddle {{1..p−1, p+1}}: {saddle_gap:.3g}")
+        top.set(title=f"{name} (p = {first.p}, rank Σ = {first.range_dim}): final loss gap",
+                xlabel="log10 (E_V − E*)/E*  (≤ 1e-17 at −17)", ylabel="runs")
+        top.legend(fontsize=7)
+        bottom.set(title=f"{name}: largest angle to the top-{first.p} PCA subspace",
+                   xlabel="log10 angle (rad)", ylabel="runs")
+        bottom.legend(fontsize=7)
     caption = (
-        "Full-batch gradient descent on E from random Gaussian initializations, all runs "
-        "vmapped in one jitted computation (float64). Top: final losses with the global "
-        "minimum and the lowest saddle marked; bottom: largest principal angle between the "
-        "decoder's column space and the top-p eigenvectors of Σ. " + "; ".join(parts) + "."
+        "Full-batch gradient descent on E from random initializations of each distribution, all runs of "
+        "one (data set, init) trained together (vmap, float64, in Σ's eigenbasis). Top: relative gap of "
+        "the final loss restricted to range(Σ), E_V, to the global minimum E* = Σ_(i>p) λ_i, with the "
+        "lowest saddle marked; bottom: largest principal angle between the decoder's column space and the "
+        "top-p eigenvectors of Σ. " + "; ".join(parts) + "."
     )
     return FigureOut(fig, caption)

@@ -24,6 +24,16 @@ so I = {1, …, p} is the only critical point with index 0 (the global minimum,
 up to GL(p)); every other one is a saddle with a strictly negative eigenvalue.
 With C orthogonal and coordinates in the eigenbasis the spectrum is known
 exactly (``hessian_spectrum_theory``), which the tests use as ground truth.
+
+Singular Σ (real data: digits has pixels that never vary). The paper assumes Σ
+invertible; its problem is the one on V = range(Σ), where every pattern lives.
+With P the orthogonal projector onto V and W = AB,
+
+    E(W) = E_V(W) + ‖(I − P) W Σ^{1/2}‖²_F,   E_V(W) = ‖P (I − W) Σ^{1/2}‖²_F = E(P W P),
+
+so E never sees W's inputs from null(Σ) (W (I − P): the encoder's columns there,
+which gradient descent never moves), and E_V also drops W's outputs into null(Σ)
+(the decoder's rows there). ``range_loss`` is E_V; its minimum is Σ_{i>p} λ_i too.
 """
 
 from __future__ import annotations
@@ -130,3 +140,28 @@ def synthetic_patterns(rng: np.random.Generator, spectrum: Sequence[float], samp
     q, _ = np.linalg.qr(rng.standard_normal((samples, n)))
     u, _ = np.linalg.qr(rng.standard_normal((n, n)))
     return q @ np.diag(np.sqrt(lam)) @ u.T
+
+
+ZERO_RTOL = 1e-9  # an eigenvalue of Σ counts as zero when λ <= 1e-9·λ_1, as a Hessian's does
+
+
+def range_mask(eigenvalues: Sequence[float]) -> np.ndarray:
+    """Which eigenvalues of Σ span its range: λ > 1e-9·max|λ|; the others span null(Σ). (Digits:
+    its zero eigenvalues come out below 1e-17 λ_1, its smallest nonzero one is 2e-6 λ_1.)"""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    return lam > ZERO_RTOL * np.max(np.abs(lam))
+
+
+def range_loss(eigenvalues: Sequence[float], eigenvectors: np.ndarray, A: np.ndarray, B: np.ndarray,
+               range_only: bool = True) -> np.ndarray:
+    """E_V = ‖P (I − AB) Σ^{1/2}‖²_F, the loss restricted to V = range(Σ) (module doc); with
+    ``range_only=False`` the whole E = ‖(I − AB) Σ^{1/2}‖²_F. Σ = U diag(λ) Uᵀ is given by its
+    eigenvalues and eigenvectors (columns); A (…, n, p) and B (…, p, n) may carry leading run axes.
+
+    Computed in the eigenbasis from the residual itself, R = Uᵀ(I − AB)U, as
+    Σ_{j, k} λ_k R_jk² over the rows j of V: no cancellation against tr Σ."""
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    U = np.asarray(eigenvectors, dtype=np.float64)
+    residual = np.eye(lam.size) - (U.T @ np.asarray(A)) @ (np.asarray(B) @ U)
+    rows = range_mask(lam) if range_only else np.ones(lam.size, dtype=bool)
+    return np.sum(residual[..., rows, :] ** 2 * lam, axis=(-2, -1))
