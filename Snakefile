@@ -48,4 +48,4 @@ rule report:
         f"{RESULTS}/logs/report.log",
     shell:
         f"{PY} -m shared.cli report --results {RESULTS} --out {{output.html}} --timings {{output.timings}} "
-        f"--scale {SCALE} --modules {' '.join(MODULES)} --benchmarks {{input.benchmarks}} 2>&1 | tee {{log}}"
+        f"--scale {SCALE} --modules {' '.join(KIT_MODULES)} --benchmarks {{input.benchmarks}} 2>&1 | tee {{log}}"

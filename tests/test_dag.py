@@ -46,7 +46,7 @@ def test_provenance_names_the_code_and_every_rules_time(smoke_results: Path) -> 
 
     timings = pd.read_csv(smoke_results / "timings.csv")
     expected = {(m, s.name) for m in all_modules() for s in load(m).steps} | {
-        (m, "verdicts") for m in available_modules()}
+        (m, "verdicts") for m in all_modules() if load(m).has_claims}
     assert set(zip(timings.module, timings.rule, strict=True)) == expected
     assert (timings.wall_s > 0).all()
 
@@ -80,13 +80,25 @@ def test_snakemake_report(smoke_results: Path, tmp_path: Path) -> None:
 
 
 def test_toolkit_table_compares_estimators_with_the_exact_hessian(smoke_results: Path) -> None:
+    """The toolkit's tables hold the exact answers, its verdicts judge the run's own numbers, and
+    every claim holds at the smoke scale (tests/test_toolkit_check.py shows each one can fail)."""
     import pandas as pd
 
-    table = pd.read_csv(smoke_results / "toolkit" / "tables" / "estimators.csv")
-    exact = json.loads((smoke_results / "toolkit" / "measurements" / "estimators.json").read_text())
-    spectrum = sorted(exact["exact_spectrum"])
+    out = smoke_results / "toolkit"
+    table = pd.read_csv(out / "tables" / "estimators.csv")
+    measured = json.loads((out / "measurements" / "check.json").read_text())
+    spectrum = sorted(measured["exact_spectrum"])
     top = table[table.quantity == "λ_top1"].iloc[0]
     assert top.exact == pytest.approx(spectrum[-1], rel=1e-12)
-    assert top.rel_error < 1e-6  # Lanczos converges on the extreme eigenvalue
+    assert top.rel_error < 1e-10  # Lanczos converges on the extreme eigenvalue
+    verdicts = {c["id"]: c for c in json.loads((out / "verdicts.json").read_text())["claims"]}
+    assert {c["verdict"] for c in verdicts.values()} == {"reproduced"}, {i: c["reason"] for i, c in verdicts.items()}
+    tops = table[table.quantity.str.startswith("λ_top")].rel_error.tolist()
+    assert verdicts["T-lanczos-top"]["values"]["lanczos_top_rel_error"] == pytest.approx(tops, rel=1e-12, abs=1e-300)
+    draws = pd.read_csv(out / "tables" / "draws.csv")
+    hutchinson = draws[draws.estimator == "Hutchinson"].z.abs().tolist()
+    assert verdicts["T-hutchinson"]["values"]["hutchinson_abs_z"] == pytest.approx(hutchinson, rel=1e-12)
     trace = table[table.estimator.str.startswith("Hutch")]
-    assert (trace.abs_error <= 5 * trace.stderr).all()  # within the stated error
+    assert (trace.within_3se >= 16).all() and (trace.pooled_z.abs() <= 4).all()
+    plane = pd.read_csv(out / "tables" / "plane.csv")
+    assert verdicts["T-plane"]["values"]["plane_loss_rel_diff"] == pytest.approx(plane.rel_diff.max(), rel=1e-12)

@@ -1,1 +1,2 @@
-"""The toolkit check: the curvature estimators against an exact Hessian (a kit module)."""
+"""The toolkit check (a kit module): the curvature estimators against an exact Hessian and the
+landscape tools against closed forms and an independent NumPy recipe, judged by ``claims.yaml``."""
