@@ -153,7 +153,7 @@ def test_cached_work_and_rules_follow_the_code(tmp_path: Path) -> None:
     _snakemake(project, *TARGETS)
     after = pd.read_csv(table).rel_gap
     assert (after - before - 1.0).abs().max() < 1e-12
-    assert len(list(workdir.glob("*.csv"))) == 2 * chunks  # old chunks are kept, never reused: their key names other code
+    assert len(list(workdir.glob("*.csv"))) == 2 * chunks  # old chunks kept, never reused (their key: other code)
 
     # 2. an unrelated edit to another module reruns only that module
     _edit(project / "replications" / KAWA / "theory.py", '"""', '"""Edited. ')
