@@ -7,23 +7,32 @@
   curvature, or the explicit curve of ``theory.descent_directions``).
 - ``ensembles`` (K1): ≥ 500 random inits per depth × width, trained together
   by full-batch gradient descent (``shared.training.train_ensemble``); every
-  run is classified (below) and none may be a non-global minimum. Runs still
-  descending after ``steps`` get up to ``extensions`` more rounds (only they).
+  run is classified (below) and none may be a non-global minimum. A run stops
+  once it is at L* or stationary; runs still descending after ``steps`` get up
+  to ``extensions`` more rounds (only they).
 - ``escape`` (K4, ours): steps to leave the degenerate saddle at W ≈ 0 vs
   depth and init scale.
+- ``real_data`` (K1 on real data): as ``ensembles``.
 
-Run classification (thresholds fixed here, before any run, and stated in the
-captions): *reached L** when (L − L*)/L* ≤ 1e-6; otherwise *stationary* when
-‖∇L‖/(L + 1) ≤ 1e-6, then *saddle (negative curvature)* if the exact Hessian
-has λ_min < −1e-8·max|λ|, else *saddle (escaped)* if gradient descent from a
-small random perturbation lowers the loss by more than 1e-3·(L − L*), else a
-*non-global minimum candidate*; runs neither at L* nor stationary are *still
-descending*; non-finite runs are *diverged* (counted with their seeds).
+The synthetic data enter in compressed form (``theory.Problem.compressed``: d_x
+"examples" Rᵀ, YQ and a constant, the same loss, gradients, Hessians and Σ), as
+the real data always did: a step costs d_x instead of m rows.
+
+Run classification: ``shared.training.critical.classify_runs`` with its default
+thresholds, fixed before any run and stated in the captions: *reached L** when
+(L − L*)/L* ≤ 1e-6; otherwise *stationary* when ‖∇L‖/(L + 1) ≤ 1e-6, then
+*saddle (negative curvature)* if the exact Hessian has λ_min < −1e-8·max|λ|,
+else *saddle (escaped)* if gradient descent from a small random perturbation
+(std 1e-3, ``steps`` steps) lowers the loss by more than 1e-3·(L − L*), else a
+*non-global minimum candidate*. Runs neither at L* nor stationary get the same
+perturbed descent: if it lowers the loss as much they are *still descending*;
+if not (stalled), a PSD Hessian makes them a *non-global minimum candidate* (a
+flat-bottomed minimum) and a negative eigenvalue leaves them *still descending*
+(on the slope of a slow saddle). Non-finite runs are *diverged*.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -35,19 +44,16 @@ from flax import nnx
 
 from replications.kawaguchi_deep_linear import theory
 from shared import plotting, resume, seeds
-from shared.curvature.exact import flat_hessian, inertia, relative_gradient_norm
-from shared.models.functional import gaussian_ensemble, pure
+from shared.curvature.exact import flat_hessian, inertia
+from shared.models.functional import pure
 from shared.models.linear import DeepLinear
 from shared.module import FigureOut, StepResult
+from shared.training import critical
+from shared.training.critical import CATEGORIES, NEGATIVE_RTOL, REACHED_RTOL, RESOLVED, STATIONARY_RTOL, classify_runs
 from shared.training.fullbatch import train_ensemble
 
 MODULE = "kawaguchi_deep_linear"
-REACHED_RTOL = 1e-6
-STATIONARY_RTOL = 1e-6
-NEGATIVE_RTOL = 1e-8
-ESCAPE_FRACTION = 1e-3
-CATEGORIES = ("reached L*", "saddle (negative curvature)", "saddle (escaped)",
-              "non-global minimum candidate", "still descending", "diverged")
+ESCAPE_CHECK = 1000  # escape: steps between the checks whether every run has escaped
 
 
 # --- shared pieces -------------------------------------------------------------------------
@@ -73,8 +79,14 @@ def params_from_layers(template: Any, layers: list[np.ndarray]) -> Any:
     """Kernels are W_kᵀ (Flax acts on row vectors)."""
     out = jax.tree_util.tree_map(lambda v: v, template)
     for k, w in enumerate(layers):
-        out["layers"][k]["kernel"].value = jnp.asarray(w.T)
+        out["layers"][k]["kernel"].value = jax.device_put(np.ascontiguousarray(w.T))  # (compiles nothing)
     return out
+
+
+def _value_and_rel_grad(loss_fn: Any, params: Any, data: Any) -> tuple[jax.Array, jax.Array]:
+    """L and ‖∇L‖/(|L| + 1) (``shared.curvature.exact.relative_gradient_norm``), one jitted call."""
+    value, grads = jax.value_and_grad(loss_fn)(params, data)
+    return value, optax.global_norm(grads) / (jnp.abs(value) + 1.0)
 
 
 def _loss_along(problem: theory.Problem, layers: list[np.ndarray], directions: list[np.ndarray], t: float) -> float:
@@ -110,9 +122,9 @@ def critical_points(cfg: dict[str, Any]) -> StepResult:
         w = spec["width"]
         widths = [d_x] + [w] * (depth - 1) + [d_y]
         p = min(w, d_y)
-        model, template = network(widths)
-        loss = jax.jit(lambda prm, model=model: half_squared_error(model, prm, data))
-        hessian = jax.jit(lambda prm, loss=loss: flat_hessian(loss, prm))
+        loss_fn, template = _architecture(widths, 0.0)
+        evaluate = jax.jit(lambda prm, loss_fn=loss_fn: _value_and_rel_grad(loss_fn, prm, data))
+        hessian = jax.jit(lambda prm, loss_fn=loss_fn: flat_hessian(lambda one: loss_fn(one, data), prm))
         points: list[tuple[str, tuple[int, ...], list[np.ndarray], list[np.ndarray] | None]] = []
         for index_set in theory.index_sets(d_y, p):
             for mixing_name in ("identity", "random"):
@@ -128,6 +140,7 @@ def critical_points(cfg: dict[str, Any]) -> StepResult:
         top = tuple(range(p))
         for mixing_name, index_set, layers, mixings in points:
             params = params_from_layers(template, layers)
+            value, rel_grad = (float(v) for v in evaluate(params))
             h = inertia(hessian(params), rtol=NEGATIVE_RTOL)
             is_global = index_set == top and mixing_name != "two zero layers"
             order = np.nan
@@ -135,23 +148,23 @@ def critical_points(cfg: dict[str, Any]) -> StepResult:
                 j = next(q for q in range(d_y) if q not in index_set)
                 directions = theory.descent_directions(problem, widths, index_set, mixings, j)
                 ts = np.geomspace(1e-2, 1e-1, 7)
-                drops = float(loss(params)) - np.array(
+                drops = value - np.array(
                     [_loss_along(problem, layers, directions, t) for t in ts])
                 if np.all(drops > 0):
                     order = float(np.polyfit(np.log(ts), np.log(drops), 1)[0])
                 if index_set == () and mixing_name == "identity":
                     curve_ts = np.geomspace(1e-2, 0.8, 40)
                     for t in curve_ts:
-                        value = _loss_along(problem, layers, directions, t)
-                        curves.append(dict(depth=depth, t=t, decrease=float(loss(params)) - value))
+                        curves.append(dict(depth=depth, t=t, decrease=value - _loss_along(
+                            problem, layers, directions, t)))
             all_zero = all(not np.any(layer) for layer in layers)
             rows.append(dict(
                 depth=depth, widths="-".join(map(str, widths)), p=p, index_set=_label(index_set),
                 rank=len(index_set), mixing="all zero (W = 0)" if all_zero else mixing_name,
                 is_global=is_global,
                 loss_theory=theory.critical_loss(lam, problem.y, index_set),
-                loss_measured=float(loss(params)),
-                rel_grad_norm=relative_gradient_norm(loss, params),
+                loss_measured=value,
+                rel_grad_norm=rel_grad,
                 hessian_min=h.min_eigenvalue, hessian_max=float(h.eigenvalues[-1]),
                 hessian_max_abs=float(np.max(np.abs(h.eigenvalues))),
                 n_negative=h.negative, n_zero=h.zero,
@@ -256,93 +269,50 @@ def _configurations(ens: dict[str, Any], d_x: int, d_y: int) -> list[tuple[str, 
     return out
 
 
-@dataclass
-class Finals:
-    """The end state of every run of one configuration (leading member axis)."""
-
-    params: Any
-    final_loss: np.ndarray
-    grad_norm: np.ndarray
-    failed: np.ndarray
+def _architecture(widths: list[int], offset: float) -> tuple[Any, Any]:
+    """The loss L(params, data) of one architecture and an abstract parameter template (shapes
+    and dtypes: nothing is initialised or compiled). One loss object per configuration, so that
+    training, the classifier's evaluation, Hessians and escape test share their compiled code."""
+    model, template = pure(nnx.eval_shape(lambda: DeepLinear(widths, rngs=nnx.Rngs(0), param_dtype=jnp.float64)))
+    return (lambda prm, d: half_squared_error(model, prm, d) + offset), template
 
 
-def _train(loss_fn: Any, init: Any, data: Any, ens: dict[str, Any], desc: str) -> Finals:
-    """Train every run; runs still descending (gradient not small, L* not reached) get up to
-    ``extensions`` more rounds of ``steps`` steps, only they, so that slow escapes from
-    degenerate saddles finish without paying for the runs that are done."""
-    run = train_ensemble(loss_fn, init, data, optax.sgd(ens["lr"]), ens["steps"],
-                         log_every=ens["steps"], desc=desc)
-    finals = Finals(run.params, run.final_loss.copy(), run.grad_norm.copy(), run.failed.copy())
-    for _ in range(ens["extensions"]):
-        rel_grad = finals.grad_norm / (np.abs(finals.final_loss) + 1.0)
-        idx = np.where(~finals.failed & (rel_grad > STATIONARY_RTOL))[0]
-        if idx.size == 0:
-            break
-        start = jax.tree_util.tree_map(lambda v, i=idx: v[i], finals.params)
-        more = train_ensemble(loss_fn, start, data, optax.sgd(ens["lr"]), ens["steps"],
-                              log_every=ens["steps"], desc=desc + " (extension)")
-        finals.params = jax.tree_util.tree_map(lambda a, b, i=idx: a.at[i].set(b), finals.params, more.params)
-        finals.final_loss[idx] = more.final_loss
-        finals.grad_norm[idx] = more.grad_norm
-        finals.failed[idx] = more.failed
-    return finals
-
-
-def _classify(problem: theory.Problem, widths: list[int], run: Finals, optimum: float,
-              key: jax.Array, lr: float, steps: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The category of every run, and λ_min of the Hessian where it was computed."""
-    model, template = network(widths)
-    data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
-    loss_fn = lambda prm, d: half_squared_error(model, prm, d) + problem.offset  # noqa: E731
-    final = np.asarray(run.final_loss)
-    rel_gap = (final - optimum) / optimum
-    rel_grad = np.asarray(run.grad_norm) / (np.abs(final) + 1.0)
-    cats = np.full(final.shape, "still descending", dtype=object)
-    cats[rel_gap <= REACHED_RTOL] = "reached L*"
-    cats[run.failed | ~np.isfinite(final)] = "diverged"
-    stationary = np.where((cats == "still descending") & (rel_grad <= STATIONARY_RTOL))[0]
-    lam_min = np.full(final.shape, np.nan)
-    if stationary.size:
-        hessian = jax.jit(lambda prm: flat_hessian(lambda q: loss_fn(q, data), prm))
-        psd = []
-        for i in stationary:
-            params_i = jax.tree_util.tree_map(lambda v, i=i: v[i], run.params)
-            h = inertia(hessian(params_i), rtol=NEGATIVE_RTOL)
-            lam_min[i] = h.min_eigenvalue
-            if h.negative:
-                cats[i] = "saddle (negative curvature)"
-            else:
-                psd.append(i)
-        if psd:
-            idx = np.asarray(psd)
-            start = jax.tree_util.tree_map(lambda v: v[idx], run.params)
-            noise = gaussian_ensemble(template, key, len(idx), 1e-3)
-            start = jax.tree_util.tree_map(lambda a, b: a + b, start, noise)
-            again = train_ensemble(loss_fn, start, data, optax.sgd(lr), steps, progress=False)
-            escaped = again.final_loss < final[idx] - ESCAPE_FRACTION * (final[idx] - optimum)
-            cats[idx] = np.where(escaped, "saddle (escaped)", "non-global minimum candidate")
-    return cats.tolist(), rel_gap, lam_min
+def _gaussian_init(template: Any, rng: np.random.Generator, count: int, scale: float) -> Any:
+    """``count`` draws of every kernel, entries N(0, scale²/fan_in) with fan_in the kernel's first
+    axis (the init of ``gaussian_ensemble(..., fan_in=True)``), from a NumPy generator: no
+    random-number kernel to compile per shape."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    draws = [scale / np.sqrt(leaf.shape[0]) * rng.standard_normal((count, *leaf.shape)) for leaf in leaves]
+    return jax.device_put(jax.tree_util.tree_unflatten(treedef, [d.astype(leaf.dtype) for d, leaf in
+                                                                 zip(draws, leaves, strict=True)]))
 
 
 def _ensemble_runs(cfg: dict[str, Any], ens: dict[str, Any], problem: theory.Problem, data_name: str,
                    width_name: str, depth: int, widths: list[int]) -> pd.DataFrame:
-    """Train and classify every run of one configuration (one resumable chunk)."""
+    """Train and classify every run of one configuration (one resumable chunk).
+
+    All runs train together (``train_ensemble``); a run stops once it is at L* or stationary
+    (checked every ``steps // 10`` steps), and runs still descending after ``steps`` get up to
+    ``extensions`` more rounds, only they. Then ``classify_runs``."""
     lam, _ = problem.eigensystem()
     data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
-    model, template = network(widths)
+    loss_fn, template = _architecture(widths, problem.offset)
     p = min(widths[1:-1])
     optimum = theory.global_min(lam, problem.y, p, problem.offset)
     key = seeds.derive(cfg["seed"], MODULE, "ensembles", data_name, width_name, depth)
-    init = gaussian_ensemble(template, jax.random.fold_in(key, 0), ens["runs"], ens["init_scale"],
-                             fan_in=True)
-    run = _train(lambda prm, d: half_squared_error(model, prm, d) + problem.offset, init, data, ens,
-                 desc=f"H={depth} {width_name}")
-    cats, rel_gap, lam_min = _classify(problem, widths, run, optimum, jax.random.fold_in(key, 1),
-                                       ens["lr"], ens["steps"])
+    init = _gaussian_init(template, seeds.numpy_rng(cfg["seed"], MODULE, "ensembles", data_name, width_name, depth),
+                          ens["runs"], ens["init_scale"])
+    check = max(1, ens["steps"] // 10)
+    run = train_ensemble(loss_fn, init, data, critical.gradient_descent(ens["lr"]), ens["steps"],
+                         log_every=check, chunk_steps=check, until=critical.settled(optimum),
+                         extensions=ens["extensions"], extend_rtol=STATIONARY_RTOL, desc=f"H={depth} {width_name}")
+    out = classify_runs(loss_fn, run.params, data, optimum, key=jax.random.fold_in(key, 1), lr=ens["lr"],
+                        escape_steps=ens["steps"], failed=run.failed)
     return pd.DataFrame(dict(
         data=data_name, depth=depth, width=width_name, widths="-".join(map(str, widths)), p=p,
-        run=np.arange(ens["runs"]), final_loss=run.final_loss, global_loss=optimum,
-        rel_gap=rel_gap, grad_norm=run.grad_norm, hessian_min=lam_min, category=cats,
+        run=np.arange(ens["runs"]), final_loss=out.final_loss, global_loss=optimum,
+        rel_gap=out.rel_gap, grad_norm=run.grad_norm, steps=run.steps_taken, hessian_min=out.hessian_min,
+        escape_drop=out.escape_drop, category=out.category,
     ))
 
 
@@ -383,7 +353,7 @@ def ensembles(cfg: dict[str, Any]) -> StepResult:
     frames = []
     datasets = [("main", cfg["data"]["singular_values"]), ("degenerate", cfg["degenerate_singular_values"])]
     for data_name, singular_values in datasets:
-        problem = make_problem(cfg, singular_values, data_name)
+        problem = make_problem(cfg, singular_values, data_name).compressed()  # same loss, d_x rows
         configs = _configurations(ens, problem.x.shape[0], problem.y.shape[0])
         if data_name == "degenerate":  # one configuration per depth class, outside the theorem
             configs = [c for c in configs if c[0] == "equal" and c[1] in (2, 3)]
@@ -392,7 +362,7 @@ def ensembles(cfg: dict[str, Any]) -> StepResult:
     summary = _summary(table)
     main = table[table.data == "main"]
     degenerate = table[table.data == "degenerate"]
-    resolved = main.category.isin(["reached L*", "saddle (negative curvature)", "saddle (escaped)"])
+    resolved = main.category.isin(RESOLVED)
     measurements = {
         "ensemble_runs": len(main),
         "ensemble_min_runs_per_config": int(main.groupby(["depth", "width"]).size().min()),
@@ -435,7 +405,7 @@ def real_data(cfg: dict[str, Any]) -> StepResult:
     configs = _configurations(spec, problem.x.shape[0], problem.y.shape[0])
     table = _ensemble_table(cfg, spec, problem, spec["dataset"], configs)
     summary = _summary(table)
-    resolved = table.category.isin(["reached L*", "saddle (negative curvature)", "saddle (escaped)"])
+    resolved = table.category.isin(RESOLVED)
     gaps = np.diff(lam[::-1])
     measurements = {
         "real_runs": len(table),
@@ -480,8 +450,8 @@ def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, cfg: dict[str, Any]) 
         f"Final relative gap to the closed-form global minimum L* for {cfg['ensembles']['runs']} random "
         f"inits per depth and width (d_x = {cfg['data']['d_x']}, d_y = {len(cfg['data']['singular_values'])}; "
         f"full-batch GD, lr {cfg['ensembles']['lr']}, {cfg['ensembles']['steps']} steps + up to "
-        f"{cfg['ensembles']['extensions']} extensions for runs still descending, all runs of a configuration "
-        "vmapped). Dashed: the 1e-6 threshold for 'reached L*'. All runs: "
+        f"{cfg['ensembles']['extensions']} extensions for runs still descending, a run stopped once at L* or "
+        "stationary, all runs of a configuration vmapped). Dashed: the 1e-6 threshold for 'reached L*'. All runs: "
         + ", ".join(f"{int(v)} {k}" for k, v in counts.items())
         + ". Degenerate data (repeated eigenvalue of Σ, outside the theorem): "
         + ", ".join(f"{int(v)} {k}" for k, v in deg.items()) + "."
@@ -491,15 +461,17 @@ def _plot_gaps(table: pd.DataFrame, summary: pd.DataFrame, cfg: dict[str, Any]) 
 
 # --- K4: escape from the degenerate saddle at 0 -------------------------------------------------
 
-def _escape_runs(cfg: dict[str, Any], model: Any, template: Any, data: Any, threshold: float,
+def _escape_runs(cfg: dict[str, Any], loss_fn: Any, template: Any, data: Any, threshold: float,
                  depth: int, scale: float, log_every: int) -> pd.DataFrame:
-    """Steps until the loss first falls below ``threshold``, for every run at one (H, σ)."""
+    """Steps until the loss first falls below ``threshold``, for every run at one (H, σ). The
+    ensemble stops once every run is below it (checked every ``ESCAPE_CHECK`` steps): later
+    steps cannot change a first crossing."""
     spec = cfg["escape"]
-    key = seeds.derive(cfg["seed"], MODULE, "escape", depth, str(scale))
-    init = gaussian_ensemble(template, key, spec["runs"], scale, fan_in=True)
-    run = train_ensemble(lambda prm, d: half_squared_error(model, prm, d), init, data,
-                         optax.sgd(spec["lr"]), spec["max_steps"], log_every=log_every,
-                         desc=f"escape H={depth} σ={scale}")
+    init = _gaussian_init(template, seeds.numpy_rng(cfg["seed"], MODULE, "escape", depth, str(scale)),
+                          spec["runs"], scale)
+    run = train_ensemble(loss_fn, init, data, critical.gradient_descent(spec["lr"]), spec["max_steps"],
+                         log_every=log_every, chunk_steps=max(log_every, ESCAPE_CHECK),
+                         until=lambda loss, grad_norm: loss <= threshold, desc=f"escape H={depth} σ={scale}")
     below = run.loss_history <= threshold
     first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
     return pd.DataFrame(dict(
@@ -511,23 +483,25 @@ def _escape_runs(cfg: dict[str, Any], model: Any, template: Any, data: Any, thre
 
 def escape(cfg: dict[str, Any]) -> StepResult:
     spec = cfg["escape"]
-    problem, lam, data = _main_problem(cfg)
+    problem = make_problem(cfg, cfg["data"]["singular_values"], "main").compressed()  # same loss, d_x rows
+    lam, _ = problem.eigensystem()
+    data = (jnp.asarray(problem.x.T), jnp.asarray(problem.y.T))
     d_x, d_y = problem.x.shape[0], problem.y.shape[0]
-    loss_zero = 0.5 * float(np.sum(problem.y**2))
+    loss_zero = problem.half_y_norm2
     frames = []
     log_every = max(1, spec["max_steps"] // 2000)
     for depth in spec["depths"]:
         widths = [d_x] + [d_y] * (depth - 1) + [d_y]
-        model, template = network(widths)
-        optimum = theory.global_min(lam, problem.y, d_y)
+        loss_fn, template = _architecture(widths, problem.offset)  # one per depth: compiled once for every σ
+        optimum = theory.global_min(lam, problem.y, d_y, problem.offset)
         threshold = loss_zero - 0.5 * (loss_zero - optimum)
         for scale in spec["init_scales"]:
             chunk_spec = dict(seed=cfg["seed"], data=cfg["data"], depth=depth, scale=scale,
                               **{k: v for k, v in spec.items() if k not in ("depths", "init_scales")})
             frames.append(resume.chunk(
                 f"H{depth}-{scale}", chunk_spec,
-                lambda model=model, template=template, threshold=threshold, depth=depth, scale=scale:
-                _escape_runs(cfg, model, template, data, threshold, depth, scale, log_every),
+                lambda loss_fn=loss_fn, template=template, threshold=threshold, depth=depth, scale=scale:
+                _escape_runs(cfg, loss_fn, template, data, threshold, depth, scale, log_every),
             ))
     table = pd.concat(frames, ignore_index=True)
     smallest = min(spec["init_scales"])
