@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import REPLICATIONS, ROOT, ConfigError
+from shared.config import TOOLKIT, ConfigError, available_modules, config_namespaces, module_dir
 
 Settings = dict[str, Any]
 
@@ -103,7 +103,10 @@ class StepResult:
 
 # --- finding declarations ---------------------------------------------------------------------
 
-TOOLKIT = "toolkit"  # the toolkit's accuracy check: a kit module living in shared/toolkit/
+# One list of modules for config and kit: the papers (folders of replications/) and the toolkit.
+paper_modules = available_modules
+all_modules = config_namespaces
+module_folder = module_dir
 
 
 def module_package(name: str) -> str:
@@ -116,20 +119,6 @@ def load(name: str) -> Module:
     if declared.name != name:
         raise ValueError(f"{module_package(name)}.module declares {declared.name!r}, expected {name!r}")
     return declared
-
-
-def paper_modules() -> list[str]:
-    """Replication modules: folders of ``replications/`` with a ``module.py``."""
-    return sorted(p.parent.name for p in REPLICATIONS.glob("*/module.py"))
-
-
-def all_modules() -> list[str]:
-    """Every kit module: the papers and the toolkit check."""
-    return [*paper_modules(), TOOLKIT]
-
-
-def module_folder(name: str) -> Path:
-    return ROOT / "shared" / "toolkit" if name == TOOLKIT else REPLICATIONS / name
 
 
 # --- paths of a step's outputs -----------------------------------------------------------------
