@@ -177,7 +177,7 @@ def fashion_dir(tmp_path_factory):
 
 @requires_tf
 @requires_debian
-def test_baldi_reads_fashion_mnist_through_the_data_layer(fashion_dir):
+def test_baldi_reads_fashion_mnist_through_the_data_layer(fashion_dir, x64):
     """A module's paper-scale path: patterns from a prepared tfds data set, centred."""
     from replications.baldi_linear_autoencoder.steps import load_patterns
 
