@@ -24,7 +24,11 @@ Rule types (each names the ``quantity`` it reads, except ``all_of``):
 ``at_least``              value >= threshold (every element, for a list)
 ``equals``                value == target (exact; for counts, booleans, strings)
 ``close_to_paper``        |value − paper_value| <= atol + rtol·|paper_value|
-``monotone``              the list is increasing / decreasing (strictly or not)
+``monotone``              the list is increasing / decreasing (strictly or not); with
+                          ``censored`` (a list of booleans, True where the value is only a
+                          lower bound, e.g. a median that reached a step cap) a pair is
+                          judged only where the bound decides it (increasing: the earlier
+                          value must be exact; decreasing: the later one)
 ``ratio_at_least``        value(quantity) / value(denominator) >= threshold
 ``fraction_at_most``      at least ``min_fraction`` of the list's elements are <= threshold
 ``all_of``                every sub-rule in ``rules`` holds
@@ -83,7 +87,7 @@ RULE_TYPES = (
 )
 STAT_RULE_TYPES = ("group_difference", "within_paper_spread", "trend")
 #: measurement names a rule reads, by key
-QUANTITY_KEYS = ("quantity", "denominator", "other", "x")
+QUANTITY_KEYS = ("quantity", "denominator", "other", "x", "censored")
 DEFAULT_N_RESAMPLES = 9999
 
 CLAIMS_SCHEMA: dict[str, Any] = {
@@ -97,6 +101,7 @@ CLAIMS_SCHEMA: dict[str, Any] = {
             "properties": {"citation": {"type": "string"}, "url": {"type": "string"}},
         },
         "conventions": {"type": "string"},
+        "notes": {"type": "string"},
         "claims": {
             "type": "array",
             "minItems": 1,
@@ -110,6 +115,7 @@ CLAIMS_SCHEMA: dict[str, Any] = {
                     "where": {"type": "string"},
                     "measured": {"type": "string"},
                     "ours": {"type": "boolean"},
+                    "by_construction": {"type": "boolean"},
                     "paper_value": {},
                     "paper_value_source": {"type": "string"},
                     "rule": {"$ref": "#/$defs/rule"},
@@ -136,6 +142,7 @@ CLAIMS_SCHEMA: dict[str, Any] = {
                 "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
                 "other": {"type": "string"},
                 "x": {"type": "string"},
+                "censored": {"type": "string"},
                 "x_values": {"type": "array", "minItems": 2, "items": {"type": "number"}},
                 "level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
                 "k": {"type": "number", "exclusiveMinimum": 0},
@@ -219,6 +226,7 @@ class Verdict:
     reason: str
     rule: dict[str, Any]
     partial_rule: dict[str, Any] | None
+    by_construction: bool = False  # a consistency check that holds by construction: not evidence
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,13 +355,28 @@ def apply_rule(rule: Mapping[str, Any], measurements: Mapping[str, Any], paper_v
         )
     if kind == "monotone":
         strict = rule.get("strict", False)
-        pairs = list(zip(items[:-1], items[1:], strict=True))
-        if rule["direction"] == "increasing":
-            ok = all((b > a) if strict else (b >= a) for a, b in pairs)
-        else:
-            ok = all((b < a) if strict else (b <= a) for a, b in pairs)
-        ok = ok and len(items) >= 2 and all(_finite(v) for v in items)
-        return RuleOutcome(ok, f"{name} = {_fmt(items)} {rule['direction']}: {ok}", values)
+        increasing = rule["direction"] == "increasing"
+        lower = [False] * len(items)
+        if "censored" in rule:
+            lower = [bool(v) for v in _as_list(_quantity(measurements, rule["censored"]))]
+            values[rule["censored"]] = lower
+        pairs = list(zip(range(len(items) - 1), range(1, len(items)), strict=True))
+
+        def pair_holds(i: int, j: int) -> bool:
+            a, b = items[i], items[j]
+            # a lower bound decides a pair only from the side it bounds: true b >= b > a, or
+            # true a >= a > b; a bound on the other side proves nothing
+            if lower[i] if increasing else lower[j]:
+                return False
+            if increasing:
+                return bool(b > a) if strict else bool(b >= a)
+            return bool(b < a) if strict else bool(b <= a)
+
+        ok = len(lower) == len(items) and len(items) >= 2 and all(_finite(v) for v in items) and all(
+            pair_holds(i, j) for i, j in pairs)
+        shown = "[" + ", ".join(("≥ " if low else "") + _fmt(v) for v, low in zip(items, lower, strict=False)) + "]"
+        censored_note = " (≥: a censored lower bound)" if any(lower) else ""
+        return RuleOutcome(ok, f"{name} = {shown}{censored_note} {rule['direction']}: {ok}", values)
     if kind == "ratio_at_least":
         den_name = rule["denominator"]
         den = _quantity(measurements, den_name)
@@ -614,6 +637,7 @@ def judge(claim: Mapping[str, Any], measurements: Mapping[str, Any]) -> Verdict:
         paper_value=paper_value,
         paper_value_source=claim.get("paper_value_source"),
         ours=bool(claim.get("ours", False)),
+        by_construction=bool(claim.get("by_construction", False)),
         rule=dict(claim["rule"]),
         partial_rule=dict(claim["partial"]) if "partial" in claim else None,
     )

@@ -62,6 +62,9 @@ def _scorecard(modules: list[tuple[str, dict[str, Any]]]) -> str:
     for module, verdicts in modules:
         for claim in verdicts["claims"]:
             ours = ' <span class="ours">our test</span>' if claim.get("ours") else ""
+            if claim.get("by_construction"):
+                ours += ' <span class="ours">holds by construction: a consistency check, not evidence</span>'
+
             rows.append(
                 "<tr class='scorecard-row'>"
                 f"<td><a href='#{_esc(module)}'>{_esc(module)}</a></td>"
@@ -266,7 +269,8 @@ def render(results: Path, modules: list[str], scale: str, timings: list[dict[str
     counts: dict[str, int] = {}
     for _, v in loaded:
         for c in v["claims"]:
-            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+            key = f"{c['verdict']} (by construction, not evidence)" if c.get("by_construction") else c["verdict"]
+            counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     body = [
         "<h1>landscape-replications</h1>",

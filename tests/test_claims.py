@@ -41,6 +41,29 @@ def test_rules(rule: dict, value, holds: bool) -> None:  # type: ignore[no-untyp
     assert apply_rule(rule, {"q": value}, None).holds is holds
 
 
+@pytest.mark.parametrize(
+    "direction, value, censored, holds",
+    [
+        # the last median hit the step cap: a lower bound above the previous value still decides
+        ("increasing", [80.0, 750.0, 13095.0, 20000.0], [False, False, False, True], True),
+        # two capped medians: equal bounds prove nothing about the order of the true values
+        ("increasing", [80.0, 750.0, 20000.0, 20000.0], [False, False, True, True], False),
+        # a bound on the earlier value never proves an increase
+        ("increasing", [500.0, 600.0], [True, False], False),
+        ("decreasing", [600.0, 500.0], [True, False], True),
+        ("decreasing", [600.0, 500.0], [False, True], False),
+        ("increasing", [1.0, 2.0], [False], False),  # one flag per value, or the rule fails
+    ],
+)
+def test_monotone_with_censored_lower_bounds(direction: str, value: list, censored: list, holds: bool) -> None:
+    rule = {"type": "monotone", "quantity": "q", "censored": "c", "direction": direction, "strict": True}
+    outcome = apply_rule(rule, {"q": value, "c": censored}, None)
+    assert outcome.holds is holds
+    assert outcome.values["c"] == censored
+    if any(censored) and len(censored) == len(value):
+        assert "≥" in outcome.detail and "lower bound" in outcome.detail
+
+
 def test_close_to_paper_and_ratio() -> None:
     rule = {"type": "close_to_paper", "quantity": "q", "rtol": 0.1}
     assert apply_rule(rule, {"q": 1.05}, 1.0).holds

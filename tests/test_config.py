@@ -97,7 +97,7 @@ MALFORMED = [
     ({KAWA: {"ensembles": {"runs": 0}}}, ["ensembles.runs", ">= 1"]),
     ({KAWA: {"ensembles": {"lr": 0}}}, ["ensembles.lr", "> 0"]),
     ({KAWA: {"ensembles": {"widths": {"wide": 0}}}}, ["widths.wide", "0", ">= 1"]),
-    ({KAWA: {"escape": {"init_scales": []}}}, ["init_scales", "at least 1"]),
+    ({KAWA: {"escape": {"end_to_end_scales": []}}}, ["end_to_end_scales", "at least 1"]),
     ({KAWA: {"critical_points": {"width": "wide"}}}, ["critical_points.width", "wide", "integer"]),
     ({KAWA: {"grid": 5}}, ["grid", "allowed keys"]),
     ({"toolkit": {"lanczos_steps": 2}}, ["toolkit.lanczos_steps", ">= 10"]),

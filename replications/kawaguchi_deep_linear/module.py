@@ -58,29 +58,32 @@ MODULE = Module(
             quantities=("spectrum", "n_critical_points", "max_rel_grad_norm", "max_rel_loss_error",
                         "nonglobal_without_descent", "global_points_with_negative_curvature",
                         "h2_saddles_without_negative_curvature", "deep_saddles_without_negative_curvature",
+                        "deep_psd_saddles_off_construction", "deep_psd_saddle_descent_orders",
                         "deep_zero_point_max_abs_hessian", "deep_zero_point_descent_order_error",
                         "h2_zero_point_min_eigenvalue"),
         ),
         Step(
-            "ensembles",  # K1: random inits per depth x width, every run classified
+            "ensembles",  # K1: random inits per depth x width (whitened and generic inputs), every run classified
             tables=("ensemble_runs", "ensemble_summary"),
             figures=(Figure("ensemble_gaps", "Final loss gaps from random inits"),),
             quantities=("ensemble_runs", "ensemble_min_runs_per_config", "nonglobal_minima", "resolved_fraction",
-                        "reached_fraction", "diverged_runs", "degenerate_nonglobal_minima",
-                        "degenerate_reached_fraction"),
+                        "min_config_resolved_fraction", "generic_runs", "generic_nonglobal_minima",
+                        "generic_min_config_resolved_fraction", "reached_fraction", "diverged_runs",
+                        "degenerate_nonglobal_minima", "degenerate_reached_fraction"),
         ),
         Step(
             "escape",  # K4 (ours): steps to leave the degenerate saddle at 0
             tables=("escape",),
             figures=(Figure("escape", "Escape time vs depth and init scale"),),
-            quantities=("escape_depths", "escape_median_steps_smallest_init", "escape_censored_runs"),
+            quantities=("escape_depths", "escape_median_steps_smallest_init", "escape_median_is_lower_bound",
+                        "escape_censored_runs"),
         ),
         Step(
             "real_data",  # K1 on real data (digits quick, MNIST paper)
             tables=("real_data_runs", "real_data_summary"),
             figures=(Figure("real_data_gaps", "Final loss gaps on real data"),),
             quantities=("real_runs", "real_nonglobal_minima", "real_resolved_fraction",
-                        "real_sigma_min_relative_gap"),
+                        "real_min_config_resolved_fraction", "real_sigma_min_relative_gap"),
             datasets=lambda cfg: [cfg["real_data"]["dataset"]] if cfg["real_data"]["dataset"] in TFDS_DATASETS
             else [],
         ),

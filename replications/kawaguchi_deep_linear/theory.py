@@ -71,11 +71,17 @@ class Problem:
 
 
 def make_problem(rng: np.random.Generator, d_x: int, samples: int,
-                 singular_values: Sequence[float], noise: float) -> Problem:
-    """X with XXᵀ = I and Y = M X + N, N ⟂ rows of X, M with the given singular values.
+                 singular_values: Sequence[float], noise: float, input_condition: float = 1.0) -> Problem:
+    """X = A X₀ with X₀X₀ᵀ = I, and Y = M X₀ + N, N ⟂ rows of X₀, M with the given singular values.
 
-    Then B = M, Σ = M Mᵀ has eigenvalues s_i², and tr(YYᵀ) = Σ s_i² + ‖N‖².
+    With ``input_condition`` c = 1, A = I (whitened inputs, XXᵀ = I). With c > 1, A = U diag(a) Vᵀ
+    with random orthogonal U, V and a log-spaced from 1 down to 1/c: generic inputs, XXᵀ = AAᵀ
+    with condition number c². Either way B = M A⁻¹ and Σ = B X Yᵀ = M Mᵀ has eigenvalues s_i²,
+    and tr(YYᵀ) = Σ s_i² + ‖N‖²: the theorem's quantities are fixed, the inputs' geometry
+    (and so gradient descent's path) is not.
     """
+    if input_condition < 1:
+        raise ValueError(f"input_condition ({input_condition}) must be >= 1")
     s = np.asarray(singular_values, dtype=np.float64)
     d_y = s.size
     if samples < d_x + d_y:
@@ -87,6 +93,10 @@ def make_problem(rng: np.random.Generator, d_x: int, samples: int,
     m = u @ np.diag(s) @ v[:, :d_y].T
     n = noise * rng.standard_normal((d_y, samples - d_x))
     y = m @ x + n @ q[:, d_x:].T
+    if input_condition != 1.0:
+        left, _ = np.linalg.qr(rng.standard_normal((d_x, d_x)))
+        right, _ = np.linalg.qr(rng.standard_normal((d_x, d_x)))
+        x = left @ np.diag(np.geomspace(1.0, 1.0 / input_condition, d_x)) @ right.T @ x
     return Problem(x=x, y=y)
 
 

@@ -135,7 +135,7 @@ def _compiled(loss_fn: Callable[[Any, Any], jax.Array], optimizer: OptimizerLike
     def one_step(m: _Member, h: Any, data: Any) -> tuple[_Member, jax.Array]:
         tx = resolve_optimizer(optimizer, h)
         value, grads = jax.value_and_grad(loss_fn)(m.params, data)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         updates, new_opt = tx.update(grads, m.opt_state, m.params)
         new_params = optax.apply_updates(m.params, updates)
         active = ~m.failed & ~m.converged & ~m.frozen
@@ -173,7 +173,7 @@ def _compiled(loss_fn: Callable[[Any, Any], jax.Array], optimizer: OptimizerLike
     def finish(m: _Member, data: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
         value, grads = jax.value_and_grad(loss_fn)(m.params, data)
         flat = ravel_pytree(m.params)[0] if record_params else jnp.zeros((0,))
-        return jnp.where(m.failed, jnp.nan, value), optax.global_norm(grads), flat
+        return jnp.where(m.failed, jnp.nan, value), optax.tree.norm(grads), flat
 
     def blocks_and_finish(m: _Member, h: Any, data: Any, n_blocks: int, length: jax.Array) -> Any:
         m, logs = blocks(m, h, data, n_blocks, length)
