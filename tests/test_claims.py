@@ -106,3 +106,15 @@ def test_claims_schema_rejects_a_claim_without_a_rule(tmp_path: Path) -> None:
     bad.write_text("paper: {citation: x}\nclaims:\n  - {id: A, statement: s, where: w, measured: m}\n")
     with pytest.raises(Exception, match="rule"):
         load_claims(bad)
+
+
+def test_a_check_that_holds_by_construction_is_marked_and_not_counted_as_evidence() -> None:
+    from shared.report import _scorecard
+
+    rule = {"type": "at_most", "quantity": "q", "threshold": 0.0}
+    marked = judge({**claim(rule), "by_construction": True}, {"q": 0.0})
+    plain = judge(claim(rule), {"q": 0.0})
+    assert marked.verdict == plain.verdict == "reproduced"
+    assert marked.by_construction and not plain.by_construction
+    html = _scorecard([("m", {"claims": [marked.as_dict(), plain.as_dict()]})])
+    assert html.count("holds by construction") == 1

@@ -70,6 +70,8 @@ def test_batched_hvp_equals_full_batch(problem):
     np.testing.assert_allclose(batched, full, rtol=1e-11, atol=1e-13)
     unrolled = hvp(loss, params, batch_data((x, t), 12), v, reduction="mean", unroll_batches=True)
     np.testing.assert_allclose(unrolled, batched, rtol=1e-12, atol=1e-14)
+    scanned = hvp(loss, params, batch_data((x, t), 12), v, reduction="mean", unroll_batches=False)
+    np.testing.assert_allclose(scanned, batched, rtol=1e-12, atol=1e-14)
     # "sum": a sequence of batches of 10 with a smaller last one.
     loss = supervised_loss(f, "squared", "sum")
     full = hvp(loss, params, batch_data((x, t)), v, reduction="sum")

@@ -95,7 +95,7 @@ def supervised_loss(
 class _GGNMatvec(_ModelKeyed):
     """G v = Σ_b w_b J_bᵀ ∇²_o ℓ_b J_b v per batch (module docstring)."""
 
-    unroll: bool = False
+    unroll: bool | None = None
 
     def _key(self) -> tuple:
         return (*super()._key(), self.unroll)
@@ -123,7 +123,7 @@ def ggn_operator(
     *,
     kind: OutputLoss,
     reduction: Reduction = "mean",
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> Operator:
     """The Gauss–Newton matrix G as an :class:`Operator` on raveled parameters."""
     flat, _ = ravel_pytree(params)
@@ -143,7 +143,7 @@ def residual_operator(
     *,
     kind: OutputLoss,
     reduction: Reduction = "mean",
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> Operator:
     """R = H − G (the term weighted by the output gradients) as an :class:`Operator`."""
     loss = supervised_loss(model_fn, kind, reduction)

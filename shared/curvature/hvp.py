@@ -14,10 +14,13 @@ With that weighting the batched product equals the full-batch one exactly (up to
 The Hessian-vector product is forward-over-reverse (Pearlmutter 1994; the JAX autodiff
 cookbook): H v = ∂/∂ε ∇L(θ + ε v)|₀ = ``jax.jvp(jax.grad(L), (θ,), (v,))[1]``, one
 forward-mode pass through the gradient, about 2–3 forward-backward passes in cost. Batches
-are summed with ``lax.scan``, or with the loop unrolled (``unroll_batches=True``: compile
-time grows with the number of batches) because XLA:CPU runs gradient convolutions 5–30×
-slower inside a loop body (jax-ml/jax#12868; see ``lanczos.py``). Vectors are raveled
-(``jax.flatten_util.ravel_pytree`` order) and carry the params' float dtype.
+are summed as straight-line code (a Python loop at trace time) when there are at most
+``AUTO_UNROLL_MAX`` of them, else with ``lax.scan`` (``unroll_batches`` forces either):
+XLA:CPU runs gradient convolutions 5–30× slower inside any loop body, even a scan of length
+one (jax-ml/jax#12868; measured 20× on a small convnet, see ``unrolls``), while compile time
+grows with the batches unrolled. On a CPU with more batches than the cap the scan is the slow
+path: pass fewer, larger batches. Vectors are raveled (``jax.flatten_util.ravel_pytree``
+order) and carry the params' float dtype.
 """
 
 from __future__ import annotations
@@ -112,12 +115,29 @@ def seeded_subset(data: Any, key: jax.Array, num_examples: int) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], data)
 
 
+AUTO_UNROLL_MAX = 16  # unroll=None: batches up to this many run as straight-line code
+
+
+def unrolls(data: Batches, unroll: bool | None) -> bool:
+    """Whether ``reduce_batches`` runs the batches as straight-line code (a Python loop at trace
+    time) rather than a ``lax.scan``. ``None`` (the default everywhere) chooses: straight-line
+    for at most ``AUTO_UNROLL_MAX`` stacked batches. Inside a loop body XLA:CPU picks slow layouts
+    for gradient convolutions (measured: one HVP of a small convnet on 64 images 2.2 s inside a
+    scan of length 1, against 0.1–0.2 s straight-line; jax-ml/jax#12868), so a short loop is
+    never worth a scan; past the cap compile time (linear in the batches) wins, and the scan
+    stays — on a CPU that is the slow path, and the docstrings of the operators say so."""
+    if unroll is not None:
+        return bool(unroll)
+    return data.num_stacked <= AUTO_UNROLL_MAX
+
+
 def reduce_batches(
-    fn: Callable[[Any], Any], data: Batches, reduction: Reduction, unroll: bool = False
+    fn: Callable[[Any], Any], data: Batches, reduction: Reduction, unroll: bool | None = None
 ) -> Any:
     """Σ_b w_b fn(batch_b) with w_b = n_b / N (``"mean"``) or 1 (``"sum"``).
 
-    A ``lax.scan`` over the stacked batches, fully unrolled if ``unroll``.
+    Straight-line code over the stacked batches when ``unrolls(data, unroll)``, else a
+    ``lax.scan`` (see ``unrolls`` for the default).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -136,7 +156,12 @@ def reduce_batches(
         def body(acc: Any, batch: Any) -> tuple[Any, None]:
             return jax.tree_util.tree_map(jnp.add, acc, fn(batch)), None
 
-        acc, _ = jax.lax.scan(body, zeros, data.stacked, unroll=True if unroll else 1)
+        if unrolls(data, unroll):  # no loop construct at all: a scan's unroll=True still loops once
+            acc = zeros
+            for b in range(data.num_stacked):
+                acc, _ = body(acc, jax.tree_util.tree_map(lambda x, b=b: x[b], data.stacked))
+        else:
+            acc, _ = jax.lax.scan(body, zeros, data.stacked)
         total = jax.tree_util.tree_map(lambda a: a * weight(data.batch_size), acc)
     if data.remainder is not None:
         rem = jax.tree_util.tree_map(lambda a: a * weight(data.remainder_size), fn(data.remainder))
@@ -150,7 +175,7 @@ class _HessianMatvec:
 
     loss_fn: LossFn
     reduction: Reduction
-    unroll: bool = False
+    unroll: bool | None = None
 
     def _key(self) -> tuple:
         return (static_key(self.loss_fn), self.reduction, self.unroll)
@@ -179,7 +204,7 @@ def hessian_operator(
     data: Batches,
     *,
     reduction: Reduction,
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> Operator:
     """The Hessian of the full loss (module docstring) as an :class:`Operator` on raveled θ."""
     flat, _ = ravel_pytree(params)
@@ -196,7 +221,7 @@ def hvp(
     v: jax.Array,
     *,
     reduction: Reduction,
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> jax.Array:
     """H v for a raveled ``v`` (jitted; see :func:`hessian_operator`)."""
     op = hessian_operator(loss_fn, params, data, reduction=reduction, unroll_batches=unroll_batches)
@@ -205,14 +230,14 @@ def hvp(
 
 @partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
 def _full_loss(
-    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool
+    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
 ) -> jax.Array:
     return reduce_batches(lambda b: loss.value(params, b), data, reduction, unroll)
 
 
 @partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
 def _full_gradient(
-    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool
+    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
 ) -> jax.Array:
     grad = lambda b: ravel_pytree(jax.grad(loss.value)(params, b))[0]
     return reduce_batches(grad, data, reduction, unroll)
@@ -220,7 +245,7 @@ def _full_gradient(
 
 def full_loss(
     loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction,
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> jax.Array:
     """L(θ) over all batches, weighted as in the module docstring (jitted)."""
     return _full_loss(Static(loss_fn), params, data, reduction, unroll_batches)
@@ -228,7 +253,7 @@ def full_loss(
 
 def full_gradient(
     loss_fn: LossFn, params: Any, data: Batches, *, reduction: Reduction,
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> jax.Array:
     """∇L(θ), raveled, over all batches (jitted)."""
     return _full_gradient(Static(loss_fn), params, data, reduction, unroll_batches)

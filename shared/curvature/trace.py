@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from shared.curvature.chunking import apply_in_chunks
 from shared.curvature.failures import require_finite
 from shared.curvature.operators import Operator
 
@@ -59,19 +61,27 @@ def hutchinson(
 ) -> TraceResult:
     """Hutchinson's estimate of tr(A) from ``num_probes`` Rademacher probes (matvecs).
 
-    Raises ``NonFiniteError`` if the estimate is NaN/inf.
+    The probes go through ``batch_size`` at a time (``None``: as many as the memory budget of
+    ``shared.curvature.chunking`` allows; never all at once by default). Raises
+    ``NonFiniteError`` if the estimate is NaN/inf.
     """
-    result = _hutchinson(op, key, num_probes=num_probes, batch_size=batch_size)
+    z = _rademacher(key, num_probes, op.size, op.dtype)
+    samples = _quadratic_forms(z, apply_in_chunks(op, z, batch_size))
+    estimate, stderr = _mean_and_stderr(samples)
+    result = TraceResult(estimate, stderr, samples, num_probes)
     require_finite("Hutchinson trace", result.estimate)
     return result
 
 
-@partial(jax.jit, static_argnames=("num_probes", "batch_size"))
-def _hutchinson(op: Operator, key: jax.Array, *, num_probes: int, batch_size: int | None) -> TraceResult:
-    z = jax.random.rademacher(key, (num_probes, op.size), op.dtype)
-    samples = jnp.sum(z * op.matmat(z, batch_size), axis=1)
-    estimate, stderr = _mean_and_stderr(samples)
-    return TraceResult(estimate, stderr, samples, num_probes)
+@partial(jax.jit, static_argnames=("count", "size", "dtype"))
+def _rademacher(key: jax.Array, count: int, size: int, dtype: Any) -> jax.Array:
+    return jax.random.rademacher(key, (count, size), dtype)
+
+
+@jax.jit
+def _quadratic_forms(z: jax.Array, az: jax.Array) -> jax.Array:
+    """zᵢᵀ (A zᵢ) for every row."""
+    return jnp.sum(z * az, axis=1)
 
 
 def hutch_plus_plus(
@@ -80,25 +90,34 @@ def hutch_plus_plus(
     """Hutch++ estimate of tr(A) with ``num_matvecs`` (a multiple of 3) matvecs.
 
     ``stderr`` is the standard error of the Hutchinson part on the deflated operator (the
-    low-rank part is computed exactly given the sketch). Raises ``NonFiniteError`` if the
-    estimate is NaN/inf.
+    low-rank part is computed exactly given the sketch). Each third of the matvecs goes through
+    ``batch_size`` vectors at a time (``None``: the memory budget's chunk, as ``hutchinson``).
+    Raises ``NonFiniteError`` if the estimate is NaN/inf.
     """
     if num_matvecs < 6 or num_matvecs % 3:
         raise ValueError(f"num_matvecs must be a multiple of 3 and >= 6, got {num_matvecs}")
-    result = _hutch_plus_plus(op, key, num_matvecs=num_matvecs, batch_size=batch_size)
+    k = num_matvecs // 3
+    key_s, key_g = jax.random.split(key)
+    s = _rademacher(key_s, k, op.size, op.dtype)
+    g = _rademacher(key_g, k, op.size, op.dtype)
+    q = _orthonormal_rows(apply_in_chunks(op, s, batch_size))  # [k, n]
+    low_rank = jnp.sum(_quadratic_forms(q, apply_in_chunks(op, q, batch_size)))
+    g = _deflate(g, q)
+    samples = _quadratic_forms(g, apply_in_chunks(op, g, batch_size))
+    rest, stderr = _mean_and_stderr(samples)
+    result = TraceResult(low_rank + rest, stderr, samples, num_matvecs)
     require_finite("Hutch++ trace", result.estimate)
     return result
 
 
-@partial(jax.jit, static_argnames=("num_matvecs", "batch_size"))
-def _hutch_plus_plus(op: Operator, key: jax.Array, *, num_matvecs: int, batch_size: int | None) -> TraceResult:
-    k = num_matvecs // 3
-    key_s, key_g = jax.random.split(key)
-    s = jax.random.rademacher(key_s, (k, op.size), op.dtype)
-    g = jax.random.rademacher(key_g, (k, op.size), op.dtype)
-    q, _ = jnp.linalg.qr(op.matmat(s, batch_size).T)  # [n, k], orthonormal columns
-    low_rank = jnp.sum(q.T * op.matmat(q.T, batch_size))
-    g = g - jnp.matmul(jnp.matmul(g, q, precision=HIGHEST), q.T, precision=HIGHEST)
-    samples = jnp.sum(g * op.matmat(g, batch_size), axis=1)
-    rest, stderr = _mean_and_stderr(samples)
-    return TraceResult(low_rank + rest, stderr, samples, num_matvecs)
+@jax.jit
+def _orthonormal_rows(rows: jax.Array) -> jax.Array:
+    """Q (as rows) of the thin QR of the sketch A S: an orthonormal basis of its range."""
+    q, _ = jnp.linalg.qr(rows.T)
+    return q.T
+
+
+@jax.jit
+def _deflate(g: jax.Array, q: jax.Array) -> jax.Array:
+    """(I − QQᵀ) gᵢ for every row gᵢ (Q's columns are the rows of ``q``)."""
+    return g - jnp.matmul(jnp.matmul(g, q.T, precision=HIGHEST), q, precision=HIGHEST)

@@ -126,7 +126,7 @@ class Objective:
     data: Batches
     bn_mode: str = "eval"
     split: str = "train"
-    unroll_batches: bool = False
+    unroll_batches: bool | None = None
 
     @property
     def num_examples(self) -> int:
@@ -185,7 +185,7 @@ def from_model(
     loss: PerExampleLoss = cross_entropy,
     batch_size: int | None = None,
     split: str = "train",
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> tuple[Objective, Any]:
     """``(Objective, params)`` for an NNX model in BatchNorm mode ``bn_mode``, dropout off.
 
@@ -212,7 +212,7 @@ def from_apply(
     loss: PerExampleLoss = cross_entropy,
     batch_size: int | None = None,
     split: str = "train",
-    unroll_batches: bool = False,
+    unroll_batches: bool | None = None,
 ) -> Objective:
     """An Objective for a pure forward function ``apply(params, x)`` (e.g. ``shared.models.pure``).
 

@@ -1,0 +1,79 @@
+"""Memory-safe defaults (#12): probes go through an operator in chunks sized from a budget.
+
+Hutch++ with 150 matvecs on a small convnet completes in a process whose address space is
+capped at 2 GiB (``resource.RLIMIT_AS``, set in a subprocess), with the default chunking and a
+0.25 GiB budget; the same call with every probe of a third in one vmapped program (the old
+default) runs out of memory under the same cap, so the cap is what the test says it is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shared.curvature import chunking
+from shared.curvature.chunking import apply_in_chunks, auto_chunk, memory_budget_bytes
+from shared.curvature.hvp import batch_data, hessian_operator, unrolls
+from shared.curvature.operators import dense_operator
+
+PROBE = Path(__file__).with_name("memory_probe.py")
+REPO = Path(__file__).resolve().parents[1]
+CAP_GIB = 2
+
+
+def _probe(batch: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, chunking.BUDGET_ENV: "0.25", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(PROBE), str(CAP_GIB), "150", batch, "64"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+
+
+def test_hutch_plus_plus_completes_under_a_memory_cap_that_the_all_at_once_path_exceeds() -> None:
+    chunked = _probe("auto")
+    assert chunked.returncode == 0, chunked.stderr[-2000:]
+    chunk = int(chunked.stdout.split("chunk")[-1])
+    assert 1 <= chunk < 50
+    assert np.isfinite(float(chunked.stdout.split("estimate")[-1].split()[0]))
+    at_once = _probe("50")  # the old default: all 50 probes of a third in one program
+    assert at_once.returncode != 0 and "Out of memory" in at_once.stderr
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 10, None])
+def test_chunks_give_the_vmapped_result(chunk: int | None) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 6)).astype(np.float32)
+    op = dense_operator(a + a.T)
+    vs = jnp.asarray(rng.standard_normal((10, 6)), jnp.float32)
+    np.testing.assert_allclose(apply_in_chunks(op, vs, chunk), jax.vmap(op.matvec)(vs), rtol=1e-6, atol=1e-6)
+
+
+def test_the_default_chunk_follows_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = dense_operator(np.eye(50, dtype=np.float32))
+    per_vector = chunking.matvec_footprint_bytes(op)
+    assert per_vector >= 50 * 4  # at least the vector itself
+    assert auto_chunk(op, 1000, budget_bytes=1) == 1
+    assert auto_chunk(op, 1000, budget_bytes=10**12) == 1000
+    assert auto_chunk(op, 1000, budget_bytes=int(chunking.SAFETY * per_vector * 5)) == 5
+    monkeypatch.setenv(chunking.BUDGET_ENV, "0.5")
+    assert memory_budget_bytes() == 2**29
+    for bad in ("lots", "0", "-1"):
+        monkeypatch.setenv(chunking.BUDGET_ENV, bad)
+        with pytest.raises(ValueError, match=f"{chunking.BUDGET_ENV} has value '{bad}'; allowed: a positive"):
+            memory_budget_bytes()
+
+
+def test_short_batch_loops_run_straight_line_and_long_ones_scan() -> None:
+    x = jnp.ones((40, 3))
+    assert unrolls(batch_data((x,)), None)  # one batch: never inside a loop
+    assert unrolls(batch_data((x,), 4), None)  # 10 batches <= the cap
+    assert not unrolls(batch_data((x,), 2), None)  # 20 batches: a scan
+    assert unrolls(batch_data((x,), 2), True) and not unrolls(batch_data((x,), 4), False)
+    loss = lambda p, b: jnp.sum((b[0] @ p) ** 2)  # noqa: E731
+    op = hessian_operator(loss, jnp.ones(3), batch_data((x,), 2), reduction="sum")
+    np.testing.assert_allclose(op.matvec(jnp.eye(3)[0]), 2 * (x.T @ x)[0], rtol=1e-6)
