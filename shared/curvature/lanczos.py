@@ -20,14 +20,14 @@ restarts from a random vector orthogonal to the basis and stores β_j = 0: T bec
 diagonal, every Ritz value stays an eigenvalue estimate, and the quadrature weights
 (squared first components, see ``slq.py``) of the new blocks sum to zero.
 
-By default (``loop="fori"``) the whole iteration is one ``lax.fori_loop`` over a
+With ``loop="fori"`` the whole iteration is one ``lax.fori_loop`` over a
 preallocated [m, n] basis under ``jax.jit``; the operator is a pytree argument, so new
 parameters or data reuse the compiled code. ``loop="python"`` runs the same jitted step
 (with the basis donated, so it is updated in place) m times from the host. The reason is
 an XLA:CPU limitation (jax-ml/jax#12868, still open): convolutions inside a loop body get
 a slow layout, and we measured the gradient convolutions of a small conv net 5–30× slower
-inside ``fori_loop``/``scan`` than outside. For conv nets on CPU use ``loop="python"``
-(and ``unroll_batches=True`` in ``hvp.py``); on GPU and for MLPs the default is fine.
+inside ``fori_loop``/``scan`` than outside. The default ``loop="auto"`` (``resolve_loop``)
+therefore takes the host loop on a CPU and the compiled loop on accelerators.
 
 Choice of implementation: our own, with ``matfree`` as an independent cross-check in
 ``tests/test_curvature_lanczos.py`` (same tridiagonal matrix from the same start vector).
@@ -54,7 +54,18 @@ import jax.numpy as jnp
 from shared.curvature.failures import require_finite
 from shared.curvature.operators import Operator
 
-Loop = Literal["fori", "python"]
+Loop = Literal["auto", "fori", "python"]
+
+
+def resolve_loop(loop: Loop, op: Operator) -> Literal["fori", "python"]:
+    """``"auto"`` (the default of every Lanczos, SLQ and power-iteration entry point): the host
+    loop on a CPU, where a matvec inside ``fori_loop`` runs convolutions 5–30× slower (module
+    docstring), unless the call is itself being traced (under ``jit``/``vmap`` only the compiled
+    loop can run); ``fori`` on accelerators. ``"fori"``/``"python"`` force one."""
+    if loop != "auto":
+        return loop
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(op.args))
+    return "python" if jax.default_backend() == "cpu" and not traced else "fori"
 
 # β_j ≤ BREAKDOWN_FACTOR · eps · ‖A‖ₑₛₜ counts as an invariant subspace.
 BREAKDOWN_FACTOR = 100.0
@@ -185,7 +196,7 @@ def check_steps(op: Operator, num_steps: int, loop: str) -> None:
     if not 1 <= num_steps <= op.size:
         raise ValueError(f"num_steps must be in [1, {op.size}], got {num_steps}")
     if loop not in ("fori", "python"):
-        raise ValueError(f"loop must be 'fori' or 'python', got {loop!r}")
+        raise ValueError(f"loop must be 'auto', 'fori' or 'python', got {loop!r}")
 
 
 _run_fori_jit = jax.jit(run_fori, static_argnames=("num_steps",))
@@ -197,7 +208,7 @@ def lanczos(
     num_steps: int,
     *,
     v0: jax.Array | None = None,
-    loop: Loop = "fori",
+    loop: Loop = "auto",
 ) -> LanczosDecomposition:
     """m = ``num_steps`` Lanczos steps with full reorthogonalisation (module docstring).
 
@@ -207,6 +218,7 @@ def lanczos(
     ``lax.fori_loop``; ``loop="python"`` runs the same jitted step m times from the host
     (for conv nets on CPU, see the module docstring).
     """
+    loop = resolve_loop(loop, op)
     check_steps(op, num_steps, loop)
     if loop == "fori":
         decomp = _run_fori_jit(op, key, v0, num_steps=num_steps)
@@ -282,7 +294,7 @@ def lanczos_eigs(
     v0: jax.Array | None = None,
     rtol: float = 1e-4,
     return_vectors: bool = False,
-    loop: Loop = "fori",
+    loop: Loop = "auto",
 ) -> RitzResult:
     """Top-k and bottom-k eigenvalue estimates from one Lanczos run of ``num_steps`` matvecs.
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.curvature.failures import require_finite
+from shared.curvature.lanczos import resolve_loop
 from shared.curvature.operators import Operator, shifted
 
 
@@ -86,17 +87,18 @@ def power_iteration(
     rtol: float = 1e-4,
     shift: float | jax.Array = 0.0,
     v0: jax.Array | None = None,
-    loop: Literal["fori", "python"] = "fori",
+    loop: Literal["auto", "fori", "python"] = "auto",
 ) -> PowerResult:
     """Dominant eigenpair of A − σI by power iteration, reported for A (module docstring).
 
     Starts from ``v0`` or a Gaussian vector drawn with ``key``. ``loop="fori"`` runs a
     jitted ``lax.while_loop``; ``"python"`` a host loop over a jitted step (conv nets on
-    CPU, see ``lanczos.py``).
+    CPU, see ``lanczos.py``); ``"auto"`` chooses (``lanczos.resolve_loop``).
     """
     if max_iters < 1:
         raise ValueError(f"max_iters must be >= 1, got {max_iters}")
     sigma = jnp.asarray(shift, op.dtype)
+    loop = resolve_loop(loop, op)
     if loop == "fori":
         i, v, mu, res = _power_while(op, key, max_iters, rtol, sigma, v0)
     elif loop == "python":
@@ -108,6 +110,6 @@ def power_iteration(
             if float(res) <= rtol * abs(float(mu)):
                 break
     else:
-        raise ValueError(f"loop must be 'fori' or 'python', got {loop!r}")
+        raise ValueError(f"loop must be 'auto', 'fori' or 'python', got {loop!r}")
     require_finite("power iteration", mu)
     return PowerResult(mu + sigma, v, res, res <= rtol * jnp.abs(mu), i, sigma)

@@ -35,6 +35,7 @@ from shared.curvature.lanczos import (
     LanczosDecomposition,
     Loop,
     check_steps,
+    resolve_loop,
     ritz_pairs,
     run_fori,
     run_host_loop,
@@ -155,7 +156,7 @@ def quadrature_rules(
     num_draws: int,
     probe: Probe = "rademacher",
     draws_batch_size: int | None = None,
-    loop: Loop = "fori",
+    loop: Loop = "auto",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(nodes, weights, alphas, betas), each [n_v, m], of ``num_draws`` Lanczos quadratures.
 
@@ -163,6 +164,7 @@ def quadrature_rules(
     chunks of ``draws_batch_size`` if given. ``loop`` as in :func:`lanczos`; both loops
     draw the same probes from ``key``.
     """
+    loop = resolve_loop(loop, op)
     check_steps(op, num_steps, loop)
     if loop == "fori":
         return _rules_fori(op, key, num_steps, num_draws, probe, draws_batch_size)
@@ -186,7 +188,7 @@ def slq(
     grid: jax.Array | None = None,
     num_grid: int | None = None,
     draws_batch_size: int | None = None,
-    loop: Loop = "fori",
+    loop: Loop = "auto",
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature density φ_σ (module docstring); n_v·m matvecs.
 

@@ -43,7 +43,7 @@ from shared.landscape.surface import (
 
 
 def extreme_eigenvalues(
-    objective: Objective, params: Any, key: jax.Array, *, num_steps: int = 20, loop: Loop = "fori",
+    objective: Objective, params: Any, key: jax.Array, *, num_steps: int = 20, loop: Loop = "auto",
     rtol: float = 1e-3,
 ) -> dict[str, float]:
     """λ_max, λ_min of ∇²L(θ) from one Lanczos run, with residuals and convergence flags."""
@@ -72,7 +72,7 @@ def eigenvalue_map(
     key: jax.Array,
     *,
     num_steps: int = 20,
-    loop: Loop = "fori",
+    loop: Loop = "auto",
     rtol: float = 1e-3,
     workdir: str | Path | None = None,
     name: str = "hessian_map",

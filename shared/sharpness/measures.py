@@ -52,7 +52,7 @@ def hessian_of(loss: Objective | Callable[[Any], jax.Array], params: Any) -> Ope
 
 def top_eigenvalues(
     loss: Objective | Callable[[Any], jax.Array], params: Any, key: jax.Array, *, k: int = 1,
-    num_steps: int = 20, rtol: float = 1e-4, loop: Loop = "fori",
+    num_steps: int = 20, rtol: float = 1e-4, loop: Loop = "auto",
 ) -> EigenResult:
     """The k largest Hessian eigenvalues (descending) from one Lanczos run, with residuals."""
     op = hessian_of(loss, params)
