@@ -77,3 +77,17 @@ def test_short_batch_loops_run_straight_line_and_long_ones_scan() -> None:
     loss = lambda p, b: jnp.sum((b[0] @ p) ** 2)  # noqa: E731
     op = hessian_operator(loss, jnp.ones(3), batch_data((x,), 2), reduction="sum")
     np.testing.assert_allclose(op.matvec(jnp.eye(3)[0]), 2 * (x.T @ x)[0], rtol=1e-6)
+
+
+def test_slq_draws_are_chunked_by_the_budget() -> None:
+    from shared.curvature.slq import auto_draws_batch, quadrature_rules
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((40, 40)).astype(np.float32)
+    op = dense_operator(a + a.T)
+    assert auto_draws_batch(op, 10, 8, budget_bytes=1) == 1
+    assert auto_draws_batch(op, 10, 8, budget_bytes=10**12) == 8
+    chunked = quadrature_rules(op, jax.random.key(0), num_steps=10, num_draws=8, draws_batch_size=3)
+    together = quadrature_rules(op, jax.random.key(0), num_steps=10, num_draws=8, draws_batch_size=8)
+    for c, t in zip(chunked, together, strict=True):
+        np.testing.assert_allclose(c, t, rtol=1e-4, atol=1e-5)

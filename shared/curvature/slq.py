@@ -29,7 +29,9 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from shared.curvature.chunking import SAFETY, matvec_footprint_bytes, memory_budget_bytes
 from shared.curvature.failures import require_finite
 from shared.curvature.lanczos import (
     LanczosDecomposition,
@@ -130,6 +132,14 @@ def _rules(decomp: LanczosDecomposition) -> tuple[jax.Array, ...]:
     return theta, s[..., 0, :] ** 2, decomp.alphas, decomp.betas
 
 
+def auto_draws_batch(op: Operator, num_steps: int, num_draws: int, budget_bytes: int | None = None) -> int:
+    """Draws per vmapped chunk within the memory budget: each holds an [m, n] Lanczos basis and
+    one matvec's working memory (``chunking.SAFETY`` × ``matvec_footprint_bytes``)."""
+    budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+    per_draw = SAFETY * matvec_footprint_bytes(op) + (num_steps + 2) * op.size * np.dtype(op.dtype).itemsize
+    return int(max(1, min(num_draws, budget // max(per_draw, 1.0))))
+
+
 @partial(jax.jit, static_argnames=("num_steps", "num_draws", "probe", "draws_batch_size"))
 def _rules_fori(
     op: Operator, key: jax.Array, num_steps: int, num_draws: int, probe: Probe,
@@ -161,10 +171,14 @@ def quadrature_rules(
     """(nodes, weights, alphas, betas), each [n_v, m], of ``num_draws`` Lanczos quadratures.
 
     Draws run under ``vmap`` (HVPs then share their primal passes; memory n_v·m·n), in
-    chunks of ``draws_batch_size`` if given. ``loop`` as in :func:`lanczos`; both loops
-    draw the same probes from ``key``.
+    chunks of ``draws_batch_size``; ``None`` sizes the chunk from the memory budget of
+    ``shared.curvature.chunking`` (one draw: its [m, n] basis plus a matvec's footprint),
+    never all draws at once by default. ``loop`` as in :func:`lanczos`; both loops draw the
+    same probes from ``key``.
     """
     loop = resolve_loop(loop, op)
+    if draws_batch_size is None:
+        draws_batch_size = auto_draws_batch(op, num_steps, num_draws)
     check_steps(op, num_steps, loop)
     if loop == "fori":
         return _rules_fori(op, key, num_steps, num_draws, probe, draws_batch_size)
