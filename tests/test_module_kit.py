@@ -21,6 +21,8 @@ from tests.conftest import ROOT, SNAKEMAKE
 BALDI = "baldi_linear_autoencoder"
 KAWA = "kawaguchi_deep_linear"
 CHOROMANSKA = "choromanska_spin_glass"
+SAGUN = "sagun_hessian_spectrum"
+KESKAR = "keskar_large_batch"
 
 
 @pytest.mark.parametrize("module", all_modules())
@@ -82,6 +84,18 @@ def _not_testable_by_config(module: str, settings: dict) -> set[str]:  # type: i
         return {claim for claim, run in runs.items() if run not in measured}
     if module == CHOROMANSKA:
         return {"C7"}  # the redundancy check (simulated annealing) is not implemented at any scale
+    if module == SAGUN:
+        out = set() if settings["slq_density"]["judge"] else {"S8"}
+        return out | ({"S2-digits"} if settings["spectra"]["digits"] is None else set())
+    if module == KESKAR:
+        out = {"KS-F2"}  # TIMIT: not available
+        for slot in ("f1", "c1", "c2", "c3", "c4"):
+            spec = settings["networks"].get(slot)
+            if spec is None:
+                out |= {f"{k}-{slot.upper()}" for k in ("KS1", "KS1-size", "KS2", "KS3", "KS4", "KS7", "KSH")}
+            elif spec.get("analogue", False):
+                out.add(f"KS1-size-{slot.upper()}")
+        return out
     return set()
 
 
@@ -91,6 +105,8 @@ QUICK_TESTABLE = {
     KAWA: ["K1", "K1-real", "K1-generic", "K2", "K3-shallow", "K3-deep", "K3-deep-zero", "K3-zero-H2", "K4",
            "K1-degenerate"],
     CHOROMANSKA: ["C1", "C2", "C3", "C4", "C5", "C6"],
+    SAGUN: ["S1", "S2", "S2-digits", "S3", "S4", "S5", "S6", "S7", "M1", "M2"],
+    KESKAR: ["KS1-F1", "KS2-F1", "KS3-F1", "KS4-F1", "KS7-F1", "KSH-F1", "KS5", "KS6"],
 }
 
 
