@@ -271,7 +271,6 @@ def test_c4_c5_reproduce_on_narrowing_decorrelating_solutions(claims) -> None:  
     assert judge(claims["C4"], m).verdict == "reproduced"
     assert judge(claims["C5"], m).verdict == "reproduced"
     assert judge(claims["C6"], m).verdict == "reproduced"
-    assert judge(claims["C7"], m).verdict == "not testable at this scale"
 
 
 def test_c4_c5_fail_when_the_trends_go_the_wrong_way(claims) -> None:  # type: ignore[no-untyped-def]
@@ -311,3 +310,51 @@ def test_hessian_index_of_a_network_matches_a_float64_oracle(x64) -> None:  # ty
     assert got["index"] == int(np.sum(eig < -tol))
     assert got["hessian_min"] == pytest.approx(eig[0], rel=1e-6, abs=1e-9)
     assert got["parameters"] == 39
+
+
+# --- C7: the redundancy check (redundancy.py) -----------------------------------------------
+
+def _trained_pair(samples: int = 2):  # type: ignore[no-untyped-def]
+    """A few width-16 networks trained on digits for 5 epochs, and the data."""
+    spec = {"dataset": "digits", "resize": None, "batch": 50, "epochs": 5, "lr": 0.2}
+    train, test, _ = steps.load_data(spec, None)
+    order = steps.sgd_order(0, train.x.shape[0], spec["batch"], spec["epochs"])
+    params, _ = steps._train_width(16, samples, "test", spec, 0, train, test, order)
+    return params, train, test
+
+
+def test_ternarization_has_three_values_and_annealing_never_raises_the_training_loss() -> None:
+    from replications.choromanska_spin_glass import redundancy
+
+    params, train, test = _trained_pair()
+    codes, alpha = redundancy.ternarize(params["w1"][0])
+    assert set(np.unique(np.asarray(codes))) <= {-1, 0, 1} and 0 < float(alpha) <= 1
+    w = np.asarray(params["w1"][0])
+    assert np.linalg.norm(w - float(alpha) * np.asarray(codes)) < np.linalg.norm(w)  # better than all zero
+    start = redundancy.starting_point(params)
+    annealed, accepted = redundancy.anneal(params, train.x, train.y, jax.random.split(jax.random.key(0), 2),
+                                           300, 1e-2, 1e-4)
+    assert redundancy.distinct_weight_values(annealed) <= 3
+    loss = jax.vmap(lambda p: redundancy._loss(p, train.x, train.y))
+    assert np.all(np.asarray(loss(annealed)) <= np.asarray(loss(start)) + 1e-6)
+    assert np.all((accepted > 0) & (accepted <= 1))
+
+
+def test_c7_fails_when_the_restricted_network_loses_accuracy(claims) -> None:  # type: ignore[no-untyped-def]
+    """Planted: the 'restricted' network is an untrained one's ternarization (no annealing), so
+    it loses most of the accuracy; the verdict must be 'not reproduced'. A table of small losses
+    reproduces, and one with half the networks over 2.5 % is partial."""
+    from replications.choromanska_spin_glass import redundancy
+
+    params, train, test = _trained_pair()
+    untrained = steps.init_networks(1, train.x.shape[1], 16, train.num_classes, 2, "untrained")
+    lost = redundancy.accuracy(params, test.x, test.y) - redundancy.accuracy(
+        redundancy.starting_point(untrained), test.x, test.y)
+    planted = pd.DataFrame(dict(accuracy_lost=lost, max_distinct_values_per_layer=3))
+    assert judge(claims["C7"], steps.redundancy_measurements(planted)).verdict == "not reproduced"
+    small = pd.DataFrame(dict(accuracy_lost=[0.0, 0.01, 0.02], max_distinct_values_per_layer=3))
+    assert judge(claims["C7"], steps.redundancy_measurements(small)).verdict == "reproduced"
+    half = pd.DataFrame(dict(accuracy_lost=[0.0, 0.01, 0.05, 0.06], max_distinct_values_per_layer=3))
+    assert judge(claims["C7"], steps.redundancy_measurements(half)).verdict == "partially reproduced"
+    real = pd.DataFrame(dict(accuracy_lost=[0.0], max_distinct_values_per_layer=[5]))
+    assert judge(claims["C7-values"], steps.redundancy_measurements(real)).verdict == "not reproduced"

@@ -82,8 +82,6 @@ def _not_testable_by_config(module: str, settings: dict) -> set[str]:  # type: i
                 "B4-synthetic-glorot": ("synthetic", "glorot"), "B4-digits": ("digits", "small"),
                 "B4-digits-glorot": ("digits", "glorot"), "B4-mnist": ("mnist", "small")}
         return {claim for claim, run in runs.items() if run not in measured}
-    if module == CHOROMANSKA:
-        return {"C7"}  # the redundancy check (simulated annealing) is not implemented at any scale
     if module == SAGUN:
         out = set() if settings["slq_density"]["judge"] else {"S8"}
         return out | ({"S2-digits"} if settings["spectra"]["digits"] is None else set())
@@ -104,7 +102,7 @@ QUICK_TESTABLE = {
             "B4-digits-glorot"],
     KAWA: ["K1", "K1-real", "K1-generic", "K2", "K3-shallow", "K3-deep", "K3-deep-zero", "K3-zero-H2", "K4",
            "K1-degenerate"],
-    CHOROMANSKA: ["C1", "C2", "C3", "C4", "C5", "C6"],
+    CHOROMANSKA: ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C7-values"],
     SAGUN: ["S1", "S2", "S2-digits", "S3", "S4", "S5", "S6", "S7", "M1", "M2"],
     KESKAR: ["KS1-F1", "KS2-F1", "KS3-F1", "KS4-F1", "KS7-F1", "KSH-F1", "KS5", "KS6"],
 }

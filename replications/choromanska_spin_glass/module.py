@@ -56,14 +56,22 @@ MODULE = Module(
                         "sg_converged_fraction", "sg_saddles", "sg_saddle_fraction"),
         ),
         Step(
-            "networks",  # C4-C7: many one-hidden-layer ReLU nets per width, SGD, vmapped
+            "networks",  # C4-C6: many one-hidden-layer ReLU nets per width, SGD, vmapped
             tables=("network_runs", "network_summary", "network_index"),
             figures=(Figure("test_loss_histograms", "Networks: test loss at the solutions, per width"),
                      Figure("variance_vs_size", "Networks: variance of the test loss vs width"),
                      Figure("train_test_correlation", "Networks: ρ(train, test) vs width, ours and Table 1"),
                      Figure("index_histograms", "Networks: normalized Hessian index at small widths")),
             quantities=("net_sizes", "net_test_abs_deviation", "net_test_variance", "net_rho", "net_rho_blocks",
-                        "net_normalized_index", "net_redundancy_accuracy_loss"),
+                        "net_normalized_index"),
+            datasets=lambda cfg: [cfg["networks"]["dataset"]] if cfg["networks"]["dataset"] in TFDS_DATASETS
+            else [],
+        ),
+        Step(
+            "redundancy",  # C7: weights restricted to 3 values per layer by simulated annealing
+            tables=("redundancy",),
+            figures=(Figure("redundancy", "Networks: test accuracy with weights restricted to 3 values"),),
+            quantities=("net_redundancy_accuracy_loss", "net_redundancy_distinct_values"),
             datasets=lambda cfg: [cfg["networks"]["dataset"]] if cfg["networks"]["dataset"] in TFDS_DATASETS
             else [],
         ),

@@ -5,11 +5,13 @@
   sphere, all runs together (``jax.vmap``), each stopped at the first check where its
   Riemannian gradient ‖P_w ∇H‖/√Λ is at most ``tol``. At every point found: H/Λ and the exact
   spectrum of the Riemannian Hessian on the tangent space (``eigvalsh``, every Λ).
-- ``networks`` (C4–C7): one-hidden-layer ReLU networks (``shared.models.mlp.choromanska_net``'s
+- ``networks`` (C4–C6): one-hidden-layer ReLU networks (``shared.models.mlp.choromanska_net``'s
   architecture, written here as a pure function of a flat dict of arrays so that all networks
   of a width share each minibatch's matrix products), ``nets`` per width, trained together by
   plain SGD from different initializations; train and test losses at the solutions; exact
   Hessians of the training loss at a few solutions of small widths.
+- ``redundancy`` (C7): a few networks per width trained the same way, then their weights
+  restricted to three values per layer by simulated annealing (``redundancy.py``).
 
 Every step takes the resolved settings and returns its measurements, tables and figures
 (``shared.module.StepResult``); the kit writes them. Each step prints its projected cost first.
@@ -562,7 +564,7 @@ def network_summary(runs: pd.DataFrame, blocks: int) -> pd.DataFrame:
 
 
 def network_measurements(runs: pd.DataFrame, index: pd.DataFrame, blocks: int) -> dict[str, Any]:
-    """The quantities C4-C7 read (a failed network's NaN losses stay in: the rules fail on them)."""
+    """The quantities C4-C6 read (a failed network's NaN losses stay in: the rules fail on them)."""
     sizes = sorted(int(v) for v in runs.n_hidden.unique())
     test = [runs[runs.n_hidden == n].test_loss.to_numpy() for n in sizes]
     train = [runs[runs.n_hidden == n].train_loss.to_numpy() for n in sizes]
@@ -573,10 +575,66 @@ def network_measurements(runs: pd.DataFrame, index: pd.DataFrame, blocks: int) -
         "net_rho": [float(np.corrcoef(a, b)[0, 1]) for a, b in zip(train, test, strict=True)],
         "net_rho_blocks": [rho_blocks(a, b, blocks) for a, b in zip(train, test, strict=True)],
         "net_normalized_index": index.normalized_index.tolist(),
-        "net_redundancy_accuracy_loss": {
-            "not_testable": "the redundancy check (weights restricted to 3 values in [−1, 1] by simulated "
-                            "annealing, paper §5) is not implemented in this module"},
     }
+
+
+def redundancy_measurements(table: pd.DataFrame) -> dict[str, Any]:
+    """C7's quantities: the test accuracy each annealed network lost, and (a check that holds by
+    construction) the most distinct weight values any of its layers holds."""
+    return {
+        "net_redundancy_accuracy_loss": table.accuracy_lost.tolist(),
+        "net_redundancy_distinct_values": int(table.max_distinct_values_per_layer.max()),
+    }
+
+
+def redundancy(cfg: dict[str, Any]) -> StepResult:
+    """C7: ``samples`` networks per width (the ``networks`` step's training), annealed to three
+    weight values per layer (``redundancy.py``); the test accuracy lost per network."""
+    from replications.choromanska_spin_glass import redundancy as ternary
+
+    spec, red = cfg["networks"], cfg["networks"]["redundancy"]
+    train, test, description = load_data(spec, cfg.get("data_dir"))
+    n_in = train.x.shape[1]
+    flops = sum(red["samples"] * red["iterations"] * 2.0 * train.x.shape[0] * (n_in * n + n * train.num_classes)
+                for n in red["sizes"])
+    _projected_cost(f"redundancy (simulated annealing, {red['iterations']} moves × the training loss, widths "
+                    f"{red['sizes']}, {red['samples']} networks each; plus their SGD)", flops)
+    order = sgd_order(cfg["seed"], train.x.shape[0], spec["batch"], spec["epochs"])
+
+    def width_table(n: int) -> pd.DataFrame:
+        trained, _ = _train_width(n, red["samples"], "redundancy", spec, cfg["seed"], train, test, order)
+        key = seeds.derive(cfg["seed"], MODULE, "annealing", n)
+        return pd.DataFrame(ternary.redundancy_table(trained, train, test, key, red, n))
+
+    key = {k: v for k, v in spec.items() if k != "index"}
+    table = pd.concat([resume.chunk(f"redundancy_{n}", {**key, "n_hidden": n, "seed": cfg["seed"]},
+                                    functools.partial(width_table, n)) for n in red["sizes"]], ignore_index=True)
+    plotting.setup()
+    setup = (f"{description}; the networks step's training ({spec['epochs']} epochs of SGD, lr {spec['lr']:g}, batch "
+             f"{spec['batch']}), {red['samples']} networks per width; simulated annealing of the training "
+             f"cross-entropy over codes in {{−1, 0, 1}} × α_l per layer (α_l ≤ 1, biases real), {red['iterations']} "
+             f"single-entry moves, temperature {red['t_start']:g} → {red['t_end']:g} (geometric), best state kept")
+    return StepResult(measurements=redundancy_measurements(table), tables={"redundancy": table},
+                      figures={"redundancy": _plot_redundancy(table, setup)})
+
+
+def _plot_redundancy(table: pd.DataFrame, setup: str) -> FigureOut:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for column, label, marker in (("test_accuracy_trained", "trained (real weights)", "o"),
+                                  ("test_accuracy_ternarized", "ternarized, before annealing", "x"),
+                                  ("test_accuracy_annealed", "3 values per layer, annealed", "s")):
+        ax.scatter(table.n_hidden, table[column], label=label, marker=marker, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="hidden width n₁", ylabel="test accuracy", title="Redundancy: weights restricted to 3 values")
+    ax.legend(fontsize=8)
+    lost = table.groupby("n_hidden").accuracy_lost.agg(["mean", "max"])
+    caption = (f"Test accuracy of trained networks, of their ternarization and after simulated annealing. Setup: "
+               f"{setup}. Accuracy lost (mean, max) per width: "
+               + ", ".join(f"n₁ = {n}: {r['mean']:.3f}, {r['max']:.3f}" for n, r in lost.iterrows())
+               + ". The paper reports a loss below 0.025 [S].")
+    return FigureOut(fig, caption)
 
 
 def networks(cfg: dict[str, Any]) -> StepResult:
