@@ -297,7 +297,6 @@ def _slot_table(slot: str, spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> p
                 "train_loss": float(tl), "train_acc": float(ta), "test_loss": float(vl), "test_acc": float(va),
                 "distance_from_init": float(np.linalg.norm(ends[regime] - x0)),
                 "distance_ratio": theory.distance_ratio(x0, ends["sb"], ends["lb"]),
-                "train_seconds": res["time"],
             }
             row.update(sharpness_cells(obj, params, scfg, jax.random.fold_in(key, 0)))
             row.update(hessian_measures(obj, params, hcfg, jax.random.fold_in(key, 1)))
