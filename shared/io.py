@@ -4,6 +4,7 @@ that a rerun would take as finished."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -17,9 +18,15 @@ import numpy as np
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    Temporaries of the same target left by a killed writer (``.<name>.*``, which SIGKILL gives
+    no chance to remove) are deleted first: each output has one writer (one rule, one chunk),
+    so a temporary seen now is stale."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=suffix or target.suffix or ".tmp", dir=target.parent
     )

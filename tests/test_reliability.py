@@ -86,3 +86,20 @@ def test_diverging_runs_are_marked_failed_and_fail_the_verdict() -> None:
     assert verdict.verdict == "not reproduced"
     good = judge(claim, {"gap": frame.rel_gap.iloc[:-1].tolist()})
     assert good.verdict == "reproduced"
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """SIGKILL leaves ``atomic_path``'s temporary behind; the next write of the same output
+    removes it (and leaves other outputs' temporaries alone)."""
+    from shared.io import atomic_path
+
+    target = tmp_path / "figures" / "plot[1].png"
+    target.parent.mkdir()
+    stale = target.parent / ".plot[1].png.k1ll3d.png"
+    other = target.parent / ".other.png.k1ll3d.png"
+    stale.write_bytes(b"half")
+    other.write_bytes(b"half")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not stale.exists() and other.exists()
