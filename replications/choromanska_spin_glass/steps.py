@@ -35,13 +35,12 @@ from threadpoolctl import threadpool_limits
 
 from replications.choromanska_spin_glass import theory
 from shared import plotting, resume, seeds
+from shared.benchmarking import print_projected_cost
 from shared.module import FigureOut, StepResult
 
 MODULE = "choromanska_spin_glass"
 NEGATIVE_RTOL = 1e-4  # spin glass: a Riemannian Hessian eigenvalue below −1e-4·max|λ| is negative
 SMALLEST_BATCH = 8  # a batch of runs still descending is padded to a power of two, at least this
-CPU_FLOPS = 4e10  # float32 FLOP/s assumed for the projected cost: 2 cores (measured ~6e10 on GEMMs)
-GPU_FLOPS = 2e13  # float32 FLOP/s assumed on one H100-class GPU
 INDEX_RTOLS_SHOWN = (1e-3, 1e-2)  # networks: the normalized index at these thresholds too (table only)
 BOOTSTRAP = 1999  # resamples of the intervals in the tables and figures (BCa, seeded)
 # Table 1 of the paper, ρ(train, test) across 1,000 solutions per width, as read by a third-party
@@ -51,8 +50,7 @@ CONVENTION = "H(w) = Λ⁻¹ Σ X_ijk w_i w_j w_k on Σw_i² = Λ, X ~ N(0,1); m
 
 
 def _projected_cost(what: str, flops: float) -> None:
-    print(f"[{MODULE}] projected cost of {what}: {flops:.3g} FLOP ≈ {flops / CPU_FLOPS:,.0f} s on 2 CPU cores "
-          f"({CPU_FLOPS:.0e} FLOP/s), ≈ {flops / GPU_FLOPS:,.1f} s on one GPU ({GPU_FLOPS:.0e} FLOP/s)", flush=True)
+    print_projected_cost(MODULE, what, flops)
 
 
 # --- the spin glass (C1-C3) ---------------------------------------------------------------------

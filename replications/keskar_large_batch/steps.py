@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from replications.keskar_large_batch import models, theory
 from shared import data, plotting, resume
+from shared.benchmarking import print_projected_cost
 from shared.curvature import hessian_operator, hutch_plus_plus, lanczos_eigs
 from shared.landscape import from_model
 from shared.module import FigureOut, StepResult
@@ -52,8 +53,6 @@ from shared.training.losses import cross_entropy
 MODULE = "keskar_large_batch"
 SLOTS = ("f1", "c1", "c2", "c3", "c4")  # F2 (TIMIT) is never run: theory.F2_NOT_TESTABLE
 CELLS = (("full", 1e-3), ("full", 5e-4), ("subspace", 1e-3), ("subspace", 5e-4))
-CPU_FLOPS = 4e10  # float32 FLOP/s assumed for the projected cost on 2 CPU cores
-GPU_FLOPS = 2e13  # float32 FLOP/s assumed on one H100-class GPU
 
 
 def cell_name(space: str, eps: float) -> str:
@@ -63,8 +62,7 @@ def cell_name(space: str, eps: float) -> str:
 
 
 def _projected_cost(what: str, flops: float) -> None:
-    print(f"[{MODULE}] projected cost of {what}: {flops:.3g} FLOP ≈ {flops / CPU_FLOPS:,.0f} s on 2 CPU cores "
-          f"({CPU_FLOPS:.0e} FLOP/s), ≈ {flops / GPU_FLOPS:,.1f} s on one GPU ({GPU_FLOPS:.0e} FLOP/s)", flush=True)
+    print_projected_cost(MODULE, what, flops)
 
 
 # --- data and networks ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from replications.sagun_hessian_spectrum import theory
 from shared import data, plotting, resume, seeds
+from shared.benchmarking import print_projected_cost
 from shared.curvature.gauss_newton import ggn_matrix
 from shared.curvature.hvp import batch_data, full_gradient, hessian_operator
 from shared.curvature.lanczos import lanczos_eigs
@@ -46,16 +47,13 @@ from shared.curvature.slq import slq
 from shared.module import FigureOut, StepResult
 
 MODULE = "sagun_hessian_spectrum"
-CPU_FLOPS = 4e10  # float32 FLOP/s assumed for the projected cost: 2 cores
-GPU_FLOPS = 2e13  # one H100-class GPU
 HESSIAN_FLOATS = 2e7  # activations held at once while Hessian columns are computed
 GGN_BATCH = 100  # examples per batch of the explicit-Jacobian G (memory b·k·b·width)
 Params = list[dict[str, jax.Array]]
 
 
 def _projected_cost(what: str, flops: float) -> None:
-    print(f"[{MODULE}] projected cost of {what}: {flops:.3g} FLOP ≈ {flops / CPU_FLOPS:,.0f} s on 2 CPU cores "
-          f"({CPU_FLOPS:.0e} FLOP/s), ≈ {flops / GPU_FLOPS:,.1f} s on one GPU ({GPU_FLOPS:.0e} FLOP/s)", flush=True)
+    print_projected_cost(MODULE, what, flops)
 
 
 # --- the network (Sagun's fullconn) -------------------------------------------------------------
