@@ -31,6 +31,11 @@ include: "shared/data/data.smk"
 include: "shared/workflow.smk"
 
 
+localrules:
+    all,
+    report,
+
+
 rule all:
     default_target: True
     input:

@@ -49,8 +49,29 @@ class Step:
     figures: tuple[Figure, ...] = ()
     quantities: tuple[str, ...] = ()
     datasets: Callable[[Settings], Sequence[str]] = field(default=lambda settings: ())
-    # GPU and memory needs for a cluster (Snakemake resources); threads are all cores
-    resources: Mapping[str, Any] = field(default_factory=dict)
+    # cluster needs per scale, over SCALE_RESOURCES: {"paper": {"runtime": 1440, "mem_mb": 96000}}
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+# What a step's job asks a cluster for, per scale (Snakemake's standard resources: memory in
+# MB, `runtime` in minutes, `cpus_per_task`; `gpu` as snakemake-executor-plugin-slurm reads it,
+# i.e. --gpus=1). Locally only `mem_mb` and `gpu` can throttle jobs; a step overrides any key per
+# scale with ``Step(resources={"paper": {...}})``. Paper runtimes are upper bounds for one
+# H100-class GPU (the README's projections), not measurements.
+SCALE_RESOURCES: dict[str, dict[str, Any]] = {
+    "smoke": {"mem_mb": 4000, "runtime": 20, "cpus_per_task": 1},
+    "quick": {"mem_mb": 8000, "runtime": 60, "cpus_per_task": 2},
+    "paper": {"mem_mb": 64000, "runtime": 720, "cpus_per_task": 8, "gpu": 1},
+}
+# the verdicts, provenance and report rules: seconds of pandas, never a GPU
+LIGHT_RESOURCES: dict[str, Any] = {"mem_mb": 2000, "runtime": 10, "cpus_per_task": 1}
+
+
+def step_resources(step: Step, scale: str) -> dict[str, Any]:
+    """The cluster resources of ``step``'s job at ``scale``: SCALE_RESOURCES then the step's own."""
+    if scale not in SCALE_RESOURCES:
+        raise ConfigError(f"config key 'scale' has value {scale!r}; allowed: {', '.join(SCALE_RESOURCES)}")
+    return {**SCALE_RESOURCES[scale], **step.resources.get(scale, {})}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from shared.fingerprint import code_fingerprint
-from shared.module import load, step_outputs
+from shared.module import LIGHT_RESOURCES, load, step_outputs, step_resources
 
 PY = sys.executable
 DECLARATIONS = {m: load(m) for m in KIT_MODULES}
@@ -47,6 +47,13 @@ def module_benchmarks(module):
     return [benchmark_file(module, n) for n in names]
 
 
+def job_threads(resources):
+    """Locally every step asks for all cores, so steps run one at a time (one JAX process owns
+    the machine, and the GPU); on a cluster a job gets its declared `cpus_per_task`."""
+    cores = workflow.global_resources["_cores"].value  # None under a cluster executor (no --cores)
+    return resources["cpus_per_task"] if cores is None else cores
+
+
 def _figure_output(declared, fig, path):
     caption = declared.path / "captions" / f"{fig.name}.rst"
     return report(path, caption=str(caption), category=declared.name) if caption.exists() else path
@@ -58,6 +65,7 @@ for _module, _declared in DECLARATIONS.items():
     _settings = settings_json(_module)
     for _step in _declared.steps:
         _outputs = step_outputs(_step, _out)
+        _resources = step_resources(_step, SCALE)
         for _fig in _step.figures:
             _outputs[f"fig_{_fig.name}"] = _figure_output(_declared, _fig, _outputs[f"fig_{_fig.name}"])
 
@@ -77,9 +85,9 @@ for _module, _declared in DECLARATIONS.items():
                 f"{_out}/logs/{_step.name}.log",
             benchmark:
                 benchmark_file(_module, _step.name)
-            threads: workflow.cores
+            threads: job_threads(_resources)
             resources:
-                **_step.resources,
+                **_resources,
             shell:  # (a shell command is formatted when the job runs: loop variables go through params)
                 f"{PY} -m shared.cli step {{params.module}} {{params.step}} --outdir {{params.outdir:q}} "
                 "--threads {threads} --settings-json {params.settings:q} 2>&1 | tee {log}"
@@ -99,6 +107,9 @@ for _module, _declared in DECLARATIONS.items():
                 f"{_out}/logs/verdicts.log",
             benchmark:
                 benchmark_file(_module, "verdicts")
+            threads: 1
+            resources:
+                **LIGHT_RESOURCES,
             shell:
                 f"{PY} -m shared.cli verdicts {{params.module}} --out {{output}} --claims {{input.claims}} "
                 "--measurements {input.measurements} 2>&1 | tee {log}"
@@ -116,9 +127,15 @@ for _module, _declared in DECLARATIONS.items():
             code=_code,
         log:
             f"{_out}/logs/provenance.log",
+        threads: 1
+        resources:
+            **LIGHT_RESOURCES,
         shell:
             f"{PY} -m shared.cli provenance {{params.module}} --out {{output}} --settings-json {{params.settings:q}} "
             "--runinfo {input.runinfo} --benchmarks {input.benchmarks} 2>&1 | tee {log}"
+
+    # seconds of pandas: on a cluster they run where Snakemake runs, not as jobs
+    workflow.localrules(f"{_module}__provenance", *([f"{_module}__verdicts"] if _declared.has_claims else []))
 
     rule:
         name: _module
