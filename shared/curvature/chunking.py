@@ -11,6 +11,11 @@ The default chunk follows from a memory budget (``LANDSCAPE_MEMORY_BUDGET_GB``, 
 ``DEFAULT_BUDGET_GB``) and one matvec's footprint as XLA reports it for the compiled program
 (``memory_analysis``: temporaries + output + the vector), times ``SAFETY`` for what a vmapped
 chunk adds; a caller's explicit chunk size overrides it.
+
+With several devices (``shared.parallel``) each chunk's rows are split across them: the chunk
+is rounded up to a multiple of the device count D (the last chunk padded), sharded along its
+rows, and jit partitions the vmapped matvec, so each device runs 1/D of the matvecs. The budget
+is per device, so the default chunk is D times the one-device chunk (D times fewer calls).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shared.curvature.operators import Operator, static_key
+from shared.parallel import device_mesh, pad_leading, padded_length, replicate, shard_leading, unpad_leading
 
 BUDGET_ENV = "LANDSCAPE_MEMORY_BUDGET_GB"
 DEFAULT_BUDGET_GB = 2.0
@@ -88,13 +94,29 @@ def apply_in_chunks(op: Operator, vs: jax.Array, chunk: int | None = None) -> ja
     Not traceable (a host loop): call it outside ``jax.jit``. Equal to ``jax.vmap(op.matvec)``
     up to the rounding of vmapped vs. batched kernels."""
     count = int(vs.shape[0])
+    mesh = device_mesh()
     if chunk is None:
-        chunk = auto_chunk(op, count)
+        chunk = min(count, mesh.size * auto_chunk(op, count))  # the budget is per device
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of vectors, got {chunk}")
+    if mesh.size > 1:
+        return _apply_sharded(op, vs, chunk, mesh)
     if chunk >= count:
         return _matmat(op, vs)
     parts = [_matmat(op, vs[start:start + chunk]) for start in range(0, count - count % chunk, chunk)]
     if count % chunk:  # one more compile for the last, smaller chunk
         parts.append(_matmat(op, vs[count - count % chunk:]))
     return jnp.concatenate(parts, axis=0)
+
+
+def _apply_sharded(op: Operator, vs: jax.Array, chunk: int, mesh: Any) -> jax.Array:
+    """:func:`apply_in_chunks` with each chunk's rows split across the devices of ``mesh``; the chunk
+    is rounded up to a multiple of the device count (no device holds more rows than ``chunk``
+    allows one device), so only the last chunk can need padding."""
+    op = replicate(op, mesh)
+    chunk = padded_length(chunk, mesh.size)
+    parts = []
+    for start in range(0, int(vs.shape[0]), chunk):
+        part, rows = pad_leading(vs[start:start + chunk], mesh.size)
+        parts.append(unpad_leading(_matmat(op, shard_leading(part, mesh)), rows))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)

@@ -18,18 +18,23 @@ Neural Net Optimization via Hessian Eigenvalue Density", ICML 2019):
 a mixture of Gaussians with total weight 1, so it integrates to one when the grid covers
 every node by several σ (``SpectralDensity.mass`` reports the numerical integral). The
 default σ follows their reference code: σ² = 10⁻⁵ · max(1, θ_max − θ_min).
+
+With several devices (``shared.parallel``) the independent draws are split across them (each
+Lanczos run stays on one device: its steps are sequential); the draws' keys are the same as
+on one device, so every device runs the same draws it would have run there.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Literal
+from functools import cache, partial
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from shared.curvature.chunking import SAFETY, matvec_footprint_bytes, memory_budget_bytes
 from shared.curvature.failures import require_finite
@@ -43,6 +48,7 @@ from shared.curvature.lanczos import (
     run_host_loop,
 )
 from shared.curvature.operators import Operator
+from shared.parallel import device_mesh, pad_leading, padded_length, replicate, shard_leading, unpad_leading
 
 Probe = Literal["rademacher", "gaussian"]
 
@@ -154,6 +160,22 @@ def _rules_fori(
     return jax.lax.map(one_draw, keys, batch_size=batch)
 
 
+@cache
+def _rules_fori_sharded(mesh: Any, num_steps: int, probe: Probe, batch: int) -> Any:
+    """``(op, keys[D·k]) -> rules``: ``_rules_fori``'s ``lax.map`` over each device's k draws
+    (``batch`` at a time) under ``shard_map`` on the 1D ``mesh``."""
+
+    def local(op: Operator, keys: jax.Array) -> tuple[jax.Array, ...]:
+        def one_draw(k: jax.Array) -> tuple[jax.Array, ...]:
+            restart_key, v0 = _draw(op, k, probe)
+            return _rules(run_fori(op, restart_key, v0, num_steps))
+
+        return jax.lax.map(one_draw, keys, batch_size=min(batch, keys.shape[0]))
+
+    (axis,) = mesh.axis_names
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis)), out_specs=P(axis), check_vma=False))
+
+
 _draws_jit = jax.jit(jax.vmap(_draw, in_axes=(None, 0, None)), static_argnums=(2,))
 _rules_jit = jax.jit(_rules)
 
@@ -177,9 +199,12 @@ def quadrature_rules(
     same probes from ``key``.
     """
     loop = resolve_loop(loop, op)
-    if draws_batch_size is None:
-        draws_batch_size = auto_draws_batch(op, num_steps, num_draws)
+    mesh = device_mesh()
+    if draws_batch_size is None:  # the budget is per device
+        draws_batch_size = min(num_draws, mesh.size * auto_draws_batch(op, num_steps, num_draws))
     check_steps(op, num_steps, loop)
+    if mesh.size > 1:
+        return _rules_sharded(op, key, num_steps, num_draws, probe, draws_batch_size, loop, mesh)
     if loop == "fori":
         return _rules_fori(op, key, num_steps, num_draws, probe, draws_batch_size)
     keys = jax.random.split(key, num_draws)
@@ -188,6 +213,28 @@ def quadrature_rules(
     for start in range(0, num_draws, batch):
         restart_keys, v0s = _draws_jit(op, keys[start : start + batch], probe)
         chunks.append(_rules_jit(run_host_loop(op, restart_keys, v0s, num_steps, batched=True)))
+    return tuple(jnp.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[return-value]
+
+
+def _rules_sharded(
+    op: Operator, key: jax.Array, num_steps: int, num_draws: int, probe: Probe, batch: int, loop: str, mesh: Any
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """:func:`quadrature_rules` with the draws split across the devices of ``mesh``: ``batch``
+    draws at a time in all (rounded up to a multiple of D, ``batch``/D per device), the same
+    keys as on one device."""
+    op = replicate(op, mesh)
+    keys = jax.random.split(key, num_draws)
+    batch = padded_length(batch, mesh.size)  # whole rows per device: only the last chunk is padded
+    if loop == "fori":
+        padded, rows = pad_leading(keys, mesh.size)
+        program = _rules_fori_sharded(mesh, num_steps, probe, batch // mesh.size)
+        return unpad_leading(program(op, shard_leading(padded, mesh)), rows)  # type: ignore[no-any-return]
+    chunks = []
+    for start in range(0, num_draws, batch):
+        padded, rows = pad_leading(keys[start : start + batch], mesh.size)
+        restart_keys, v0s = _draws_jit(op, shard_leading(padded, mesh), probe)
+        rules = _rules_jit(run_host_loop(op, restart_keys, v0s, num_steps, batched=True))
+        chunks.append(unpad_leading(rules, rows))
     return tuple(jnp.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[return-value]
 
 

@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from shared import parallel
 from shared.curvature.hvp import Batches, batch_data, reduce_batches
 from shared.curvature.operators import Static
 from shared.resume import chunk, is_cached
@@ -54,6 +54,7 @@ from shared.training.losses import correct, cross_entropy
 BNMode = Literal["eval", "batch_stats"]
 PerExampleLoss = Callable[[jax.Array, jax.Array], jax.Array]
 ChunkCallback = Callable[[int, int, bool], None]
+POINTS = "points"  # the mesh axis grid points are split over (``shared.parallel``)
 
 
 # --------------------------------------------------------------------------- objective
@@ -245,11 +246,7 @@ def stack(directions: Sequence[Any]) -> Any:
 def replicate(tree: Any) -> Any:
     """``tree`` replicated on every device of the points mesh (a no-op with one device), so that
     arrays committed to one device do not clash with the sharded points."""
-    devices = jax.devices()
-    if len(devices) == 1:
-        return tree
-    sharding = NamedSharding(Mesh(np.array(devices), ("points",)), P())
-    return jax.device_put(tree, sharding)
+    return parallel.replicate(tree, parallel.device_mesh(POINTS))
 
 
 def default_vmap_size() -> int:
@@ -260,7 +257,7 @@ def default_vmap_size() -> int:
 @functools.cache
 def _points_program(devices: tuple[Any, ...], vmap_size: int, moves_state: bool) -> Callable:
     """Jitted ``(objective, origin, directions, coords[P, k]) -> (loss[P], accuracy[P])``."""
-    mesh = Mesh(np.array(devices), ("points",))
+    mesh = parallel.device_mesh(POINTS, devices)
 
     def local(objective: Objective, origin: Any, directions: Any, coords: jax.Array) -> tuple[Any, Any]:
         def one(c: jax.Array) -> tuple[Any, Any]:
@@ -270,7 +267,7 @@ def _points_program(devices: tuple[Any, ...], vmap_size: int, moves_state: bool)
         return jax.lax.map(one, coords, batch_size=vmap_size if vmap_size > 1 else None)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), P(), P(), P("points")), out_specs=P("points"), check_vma=False
+        local, mesh=mesh, in_specs=(P(), P(), P(), P(POINTS)), out_specs=P(POINTS), check_vma=False
     )
     return jax.jit(sharded)
 
@@ -306,8 +303,8 @@ def _evaluate_stacked(
     num = coords.shape[0]
     if num == 0:
         return np.zeros(0), np.zeros(0)
-    per_device = -(-num // len(devices))  # lax.map handles a remainder that vmap_size does not divide
-    padded = np.concatenate([coords, np.repeat(coords[-1:], per_device * len(devices) - num, axis=0)])
+    # rows padded to a multiple of the device count (lax.map handles a remainder that vmap_size does not divide)
+    padded, _ = parallel.pad_leading(coords, len(devices))
     program = _points_program(devices, vmap_size, moves_state)
     loss, acc = program(objective, origin, stacked, jnp.asarray(padded, _float_dtype(origin)))
     return np.asarray(loss)[:num], np.asarray(acc)[:num]

@@ -18,7 +18,9 @@ evaluation batch's own statistics). ``fit_ensemble`` ``vmap``s the same epoch
 over members, each with its own key, initial parameters and (optionally)
 optimizer hyperparameters, and freezes members that diverge. Checkpoints
 (orbax, every ``checkpoint_every`` epochs) make a killed run resume to the
-same weights it would have reached uninterrupted.
+same weights it would have reached uninterrupted. With several devices the
+ensemble's member axis is split across them (``shared.parallel.mesh_for``: the
+largest device count that divides the members); one device runs as before.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from shared.parallel import mesh_for, replicate, shard_leading
 from shared.training.checkpoint import Checkpointer
 from shared.training.evaluate import make_ensemble_evaluator, make_evaluator
 from shared.training.loops import LoopMode, build_epoch_runner
@@ -214,13 +217,18 @@ def _train(
     data = data.on_device()
     members = len(seeds)
     hyper_axis = None if hypers is None else 0
+    # members split across devices (``shared.parallel``; the identity on one device): the
+    # vmapped epoch is partitioned by jit, the data replicated
+    mesh = mesh_for(members if ensemble else 1)
+    params, model_state, hypers, keys = shard_leading((params, model_state, hypers, keys), mesh)
+    data = replicate(data, mesh)
     make_eval = make_ensemble_evaluator if ensemble else make_evaluator
     evaluate = make_eval(net, mode=eval_bn_mode, batch_size=eval_batch_size, loss=loss)
     if ensemble:
         init = jax.vmap(lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis))
     else:
         init = lambda p, s, h: init_train_state(p, s, optimizer, h)
-    ts = jax.jit(init)(params, model_state, hypers)
+    ts = shard_leading(jax.jit(init)(params, model_state, hypers), mesh)
     t_compile = time.perf_counter()
     run_epoch, loop_mode = build_epoch_runner(
         net, optimizer, batch_size=batch_size, loss=loss, augment=augment, ensemble=ensemble,
@@ -236,6 +244,7 @@ def _train(
         restored = ckpt.restore(ts)
         if restored is not None:
             start, ts, record = restored
+            ts = shard_leading(ts, mesh)
             rows = list(record["history"])
             wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
     if traj is not None:

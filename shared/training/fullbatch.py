@@ -46,6 +46,8 @@ two (at least 8 rows), once half of its rows have been dead at a few checks in a
 few batch sizes are compiled. These decisions depend on counts only: deterministic. The compiled loop is cached per
 (``loss_fn``, ``optimizer``) object: later calls with the same objects and shapes
 reuse it (``critical.gradient_descent`` gives one optimizer object per rate).
+With several devices the batch of runs is split across them (``shared.parallel.mesh_for``,
+again after each rebuild) and ``data`` is replicated; one device runs as before.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from shared.parallel import mesh_for, replicate, shard_leading
 from shared.training.divergence import all_finite, select
 from shared.training.progress import progress_bar
 from shared.training.step import OptimizerLike, resolve_optimizer
@@ -241,6 +244,10 @@ def train_ensemble(
     if rem:
         chunks.append((1, rem))
 
+    # members split across devices (``shared.parallel``; the identity on one device), data replicated
+    mesh = mesh_for(members)
+    init_params_batched, hypers = shard_leading((init_params_batched, hypers), mesh)
+    shared_data = replicate(data, mesh)
     state = fns.init(init_params_batched, hypers)  # every member
     n_params = sum(int(np.prod(leaf.shape[1:])) for leaf in leaves)  # per member
     batch, batch_hypers = state, hypers  # the rows that train (padding rows are frozen copies)
@@ -276,7 +283,7 @@ def train_ensemble(
                 bar = progress_bar(steps, desc + " (extension)", enabled=progress)
             # no steps: one empty block (the same compiled loop), for the final evaluation only
             for c, (n, length) in enumerate(chunks or [(1, 0)]):
-                batch, logs, ends = fns.run_blocks(batch, batch_hypers, data, n, np.int32(length))
+                batch, logs, ends = fns.run_blocks(batch, batch_hypers, shared_data, n, np.int32(length))
                 (losses, flats), (value, grad, end_flat), failed = jax.device_get((logs, ends, batch.failed))
                 k = live.size
                 value, grad, failed = value[:k], grad[:k], failed[:k]
@@ -336,6 +343,10 @@ def train_ensemble(
                 if hypers is not None:
                     batch_hypers = jax.device_put(
                         jax.tree_util.tree_map(lambda v, rows=rows: np.asarray(v)[rows], hypers))
+                if mesh_for(size) != mesh:  # the new batch size splits over other devices
+                    mesh = mesh_for(size)
+                    shared_data = replicate(data, mesh)
+                batch, batch_hypers = shard_leading((batch, batch_hypers), mesh)
             if not live.size or not chunks:
                 break
     finally:
