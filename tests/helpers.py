@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,3 +33,10 @@ def wishart(n: int = 150, m: int = 300, seed: int = 0) -> np.ndarray:
     """XᵀX / m for a standard normal m×n matrix X: an n×n positive definite test matrix."""
     x = np.random.default_rng(seed).normal(size=(m, n))
     return x.T @ x / m
+
+
+def claims_by_id(module_path: Path) -> dict[str, Any]:
+    """A module's declared claims (its ``claims.yaml``), keyed by claim id."""
+    from shared.claims import load_claims
+
+    return {c["id"]: c for c in load_claims(module_path / "claims.yaml")["claims"]}

@@ -16,9 +16,10 @@ import yaml
 
 from replications.baldi_linear_autoencoder import steps, theory
 from replications.baldi_linear_autoencoder.module import MODULE
-from shared.claims import judge, load_claims, rule_quantities
+from shared.claims import judge, rule_quantities
 from shared.config import module_defaults, resolve
 from shared.models.linear import ae_matrices, ae_params_from_matrices
+from tests.helpers import claims_by_id
 
 pytestmark = pytest.mark.x64
 
@@ -28,7 +29,7 @@ B4_IDS = ["B4-synthetic", "B4-synthetic-unit", "B4-synthetic-glorot", "B4-digits
 
 @pytest.fixture(scope="module")
 def claims() -> dict[str, Any]:
-    return {c["id"]: c for c in load_claims(MODULE.path / "claims.yaml")["claims"]}
+    return claims_by_id(MODULE.path)
 
 
 @pytest.fixture(scope="module")

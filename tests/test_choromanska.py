@@ -19,17 +19,18 @@ from scipy import integrate
 
 from replications.choromanska_spin_glass import steps, theory
 from replications.choromanska_spin_glass.module import MODULE
-from shared.claims import judge, load_claims
+from shared.claims import judge
 from shared.config import ConfigError, module_defaults, resolve
 from shared.models.functional import pure
 from shared.models.mlp import choromanska_net
+from tests.helpers import claims_by_id
 
 NAME = MODULE.name
 
 
 @pytest.fixture(scope="module")
 def claims() -> dict[str, Any]:
-    return {c["id"]: c for c in load_claims(MODULE.path / "claims.yaml")["claims"]}
+    return claims_by_id(MODULE.path)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import functools
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -531,17 +532,41 @@ def minima(cfg: dict[str, Any]) -> StepResult:
 
 # --- step: batch_size (KS5) -----------------------------------------------------------------------
 
-def batch_size(cfg: dict[str, Any]) -> StepResult:
-    bcfg, tcfg, scfg = cfg["batch_size"], cfg["training"], cfg["sharpness"]
-    slot = bcfg["network"]
+@dataclass(frozen=True)
+class _Experiment:
+    """The network slot a sweep (KS5) or warm start (KS6) runs on: data, initial members, cost."""
+
+    slot: str
+    spec: dict[str, Any]
+    x: Any
+    y: Any
+    xt: Any
+    yt: Any
+    title: str
+    net: Network
+    p0: Any
+    s0: Any
+    seeds: list[int]
+    fwd: float  # FLOP of one forward pass over the training set
+
+
+def _experiment(cfg: dict[str, Any], part: str) -> _Experiment:
+    slot = cfg[part]["network"]
     spec = cfg["networks"][slot]
     train, test, title = load_data(spec, cfg)
-    x, y, xt, yt = train.x, train.y, test.x, test.y
-    n = int(x.shape[0])
     build = models.builder(spec["model"], **spec.get("model_kwargs", {}))
-    run_seeds = list(range(bcfg["seeds"]))
+    run_seeds = list(range(cfg[part]["seeds"]))
     net, p0, s0 = init_members(build, cfg, slot, run_seeds)
-    fwd = forward_flops(net, member(p0, 0), member(s0, 0), x)
+    fwd = forward_flops(net, member(p0, 0), member(s0, 0), train.x)
+    return _Experiment(slot, spec, train.x, train.y, test.x, test.y, title, net, p0, s0, run_seeds, fwd)
+
+
+def batch_size(cfg: dict[str, Any]) -> StepResult:
+    bcfg, tcfg, scfg = cfg["batch_size"], cfg["training"], cfg["sharpness"]
+    ex = _experiment(cfg, "batch_size")
+    slot, spec, title, net, p0, s0, run_seeds, fwd = ex.slot, ex.spec, ex.title, ex.net, ex.p0, ex.s0, ex.seeds, ex.fwd
+    x, y, xt, yt = ex.x, ex.y, ex.xt, ex.yt
+    n = int(x.shape[0])
     flops = len(bcfg["batches"]) * bcfg["seeds"] * (bcfg["max_epochs"] * n * 4 * fwd + 3 * 15 * n * fwd)
     _projected_cost(f"batch_size sweep ({slot}, batches {bcfg['batches']}, {bcfg['seeds']} seeds, at most "
                     f"{bcfg['max_epochs']} epochs each)", flops)
@@ -590,15 +615,10 @@ def batch_size(cfg: dict[str, Any]) -> StepResult:
 
 def warm_start(cfg: dict[str, Any]) -> StepResult:
     wcfg, tcfg, scfg = cfg["warm_start"], cfg["training"], cfg["sharpness"]
-    slot = wcfg["network"]
-    spec = cfg["networks"][slot]
-    train, test, title = load_data(spec, cfg)
-    x, y, xt, yt = train.x, train.y, test.x, test.y
+    ex = _experiment(cfg, "warm_start")
+    slot, spec, title, net, p0, s0, run_seeds, fwd = ex.slot, ex.spec, ex.title, ex.net, ex.p0, ex.s0, ex.seeds, ex.fwd
+    x, y, xt, yt = ex.x, ex.y, ex.xt, ex.yt
     n = int(x.shape[0])
-    build = models.builder(spec["model"], **spec.get("model_kwargs", {}))
-    run_seeds = list(range(wcfg["seeds"]))
-    net, p0, s0 = init_members(build, cfg, slot, run_seeds)
-    fwd = forward_flops(net, member(p0, 0), member(s0, 0), x)
     starts = sorted(int(e) for e in wcfg["sb_epochs"])
     flops = wcfg["seeds"] * (max(starts) + len(starts) * wcfg["lb_max_epochs"]) * n * 4 * fwd
     _projected_cost(f"warm_start ({slot}: SB {max(starts)} epochs, then LB from epochs {starts}, "
