@@ -23,6 +23,9 @@ KAWA = "kawaguchi_deep_linear"
 CHOROMANSKA = "choromanska_spin_glass"
 SAGUN = "sagun_hessian_spectrum"
 KESKAR = "keskar_large_batch"
+PENNINGTON = "pennington_bahri_rmt"
+DINH = "dinh_reparametrization"
+LI = "li_visualization"
 
 
 @pytest.mark.parametrize("module", all_modules())
@@ -94,6 +97,13 @@ def _not_testable_by_config(module: str, settings: dict) -> set[str]:  # type: i
             elif spec.get("analogue", False):
                 out.add(f"KS1-size-{slot.upper()}")
         return out
+    if module == LI:
+        r = settings["resnets"]
+        return ({"L3"} if len(r["depths"]) < 2 else set()) | ({"L4"} if len(r["widths"]) < 2 else set()) | \
+            ({"L5"} if settings["hessian"]["nets"] == "skip" else set()) | \
+            ({"L7"} if settings["seeds"]["direction_seeds"] < 2 else set())
+    if module == DINH:
+        return set() if settings["bn_networks"] else {"D8"}
     return set()
 
 
@@ -105,6 +115,9 @@ QUICK_TESTABLE = {
     CHOROMANSKA: ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C7-values"],
     SAGUN: ["S1", "S2", "S2-digits", "S3", "S4", "S5", "S6", "S7", "M1", "M2"],
     KESKAR: ["KS1-F1", "KS2-F1", "KS3-F1", "KS4-F1", "KS7-F1", "KSH-F1", "KS5", "KS6"],
+    LI: ["L1", "L2", "L3", "L5", "L6", "L7"],
+    DINH: ["D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8"],
+    PENNINGTON: ["FV1", "FV2", "FV3", "FV4", "PB1", "PB1-approx", "PB1-exponent", "PB2"],
 }
 
 

@@ -102,7 +102,10 @@ class BasicBlock(nnx.Module):
 
 class CifarResNet(nnx.Module):
     """ResNet-(6n+2) for CIFAR: stem conv3×3-16k, BN, ReLU → 3 stages of n blocks
-    (16k, 32k, 64k channels; strides 1, 2, 2) → global average pool → linear."""
+    (16k, 32k, 64k channels; strides 1, 2, 2) → global average pool → linear.
+
+    ``base_width`` (default 16, the paper's) replaces the 16 of the stem and first stage
+    (stages: b·k, 2b·k, 4b·k): reduced-width CPU stand-ins use e.g. ``base_width=4``."""
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class CifarResNet(nnx.Module):
         shortcut: Shortcut = "B",
         in_channels: int = 3,
         param_dtype: Any = jnp.float32,
+        base_width: int = 16,
     ) -> None:
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -121,7 +125,9 @@ class CifarResNet(nnx.Module):
             raise ValueError(f"shortcut must be 'A', 'B' or 'none', got {shortcut!r}")
         n = (depth - 2) // 6
         self.depth, self.width, self.shortcut = depth, width, shortcut
-        widths = (16 * width, 32 * width, 64 * width)
+        if base_width < 1:
+            raise ValueError(f"base_width must be >= 1, got {base_width}")
+        widths = (base_width * width, 2 * base_width * width, 4 * base_width * width)
         self.stem = _conv(in_channels, widths[0], 3, 1, rngs, param_dtype)
         self.stem_bn = make_batch_norm(widths[0], rngs, param_dtype)
         blocks: list[BasicBlock] = []
@@ -149,7 +155,9 @@ def resnet(
     noshort: bool = False,
     shortcut: Shortcut = "B",
     width: int = 1,
+    base_width: int = 16,
     **kw: Any,
 ) -> CifarResNet:
     """ResNet-``depth`` (``width``× wide); ``noshort=True`` removes every shortcut."""
-    return CifarResNet(depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width, **kw)
+    return CifarResNet(depth, rngs=rngs, shortcut="none" if noshort else shortcut, width=width,
+                       base_width=base_width, **kw)
