@@ -17,6 +17,7 @@ from typing import Any
 from shared.io import atomic_path, read_json
 from shared.module import TOOLKIT
 from shared.plotting import VERDICT_COLOURS
+from shared.report_surface import interactive_surfaces
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -118,6 +119,7 @@ def _module_section(module: str, outdir: Path, verdicts: dict[str, Any]) -> str:
         parts.append(f"<p class='small'><b>Conventions.</b> {_esc(verdicts['conventions'])}</p>")
     parts.append(_claims_table(verdicts))
     parts += _figures(outdir)
+    parts += interactive_surfaces(outdir)
     parts += _provenance(outdir)
     return "\n".join(parts)
 
@@ -213,6 +215,7 @@ def _toolkit_section(outdir: Path, verdicts: dict[str, Any] | None = None) -> st
     parts.append(_bottom_ritz_text(table))
     parts += _landscape_tables(outdir)
     parts += _figures(outdir)
+    parts += interactive_surfaces(outdir)
     parts += _provenance(outdir)
     return "\n".join(p for p in parts if p)
 
