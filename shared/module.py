@@ -60,7 +60,7 @@ class Step:
 # H100-class GPU (the README's projections), not measurements.
 SCALE_RESOURCES: dict[str, dict[str, Any]] = {
     "smoke": {"mem_mb": 4000, "runtime": 20, "cpus_per_task": 1},
-    "quick": {"mem_mb": 8000, "runtime": 60, "cpus_per_task": 2},
+    "quick": {"mem_mb": 8000, "runtime": 60, "cpus_per_task": 1},
     "paper": {"mem_mb": 64000, "runtime": 720, "cpus_per_task": 8, "gpu": 1},
 }
 # the verdicts, provenance and report rules: seconds of pandas, never a GPU

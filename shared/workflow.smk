@@ -48,10 +48,15 @@ def module_benchmarks(module):
 
 
 def job_threads(resources):
-    """Locally every step asks for all cores, so steps run one at a time (one JAX process owns
-    the machine, and the GPU); on a cluster a job gets its declared `cpus_per_task`."""
+    """The threads of a step's job. On a cluster: its declared `cpus_per_task`. Locally at the
+    paper scale: all cores, so steps run one at a time (one JAX process owns the machine and
+    its GPU). Locally at the smoke and quick scales: `cpus_per_task` (1), so that `--cores N`
+    runs N steps at once: these steps are small programs, mostly compilation and single-core
+    work, and two single-threaded processes finish sooner than one two-threaded one."""
     cores = workflow.global_resources["_cores"].value  # None under a cluster executor (no --cores)
-    return resources["cpus_per_task"] if cores is None else cores
+    if cores is None:
+        return resources["cpus_per_task"]
+    return cores if SCALE == "paper" else min(cores, resources["cpus_per_task"])
 
 
 def _figure_output(declared, fig, path):
