@@ -26,6 +26,7 @@ KESKAR = "keskar_large_batch"
 PENNINGTON = "pennington_bahri_rmt"
 DINH = "dinh_reparametrization"
 LI = "li_visualization"
+DAUPHIN = "dauphin_saddle_points"
 
 
 @pytest.mark.parametrize("module", all_modules())
@@ -117,6 +118,7 @@ QUICK_TESTABLE = {
     KESKAR: ["KS1-F1", "KS2-F1", "KS3-F1", "KS4-F1", "KS7-F1", "KSH-F1", "KS5", "KS6"],
     LI: ["L1", "L2", "L3", "L5", "L6", "L7"],
     DINH: ["D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8"],
+    DAUPHIN: ["DA1", "DA1-approx", "DA2", "DA3-escape", "DA3-sgd"],
     PENNINGTON: ["FV1", "FV2", "FV3", "FV4", "PB1", "PB1-approx", "PB1-exponent", "PB2"],
 }
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 
 from replications.pennington_bahri_rmt import theory
 from shared import plotting, seeds
 from shared.critical import finder, validation
+from shared.critical.starts import adam_snapshots
 from shared.module import FigureOut, StepResult
 
 MODULE = "pennington_bahri_rmt"
@@ -60,26 +59,6 @@ def finder_validation(cfg: dict[str, Any]) -> StepResult:
 
 # --- index vs energy of tanh nets ----------------------------------------------------------------
 
-def _snapshots(loss: Any, x0: jax.Array, checkpoints: list[int], lr: float) -> np.ndarray:
-    """Adam (full batch) from every row of x0; the parameters at each checkpoint step, [rows·len, P]."""
-    opt = optax.adam(lr)
-    gaps = np.diff([0, *checkpoints])
-
-    def run(x: jax.Array) -> jax.Array:
-        state = opt.init(x)
-        out = []
-        for gap in gaps:  # a handful of checkpoints: unrolled at trace time
-            def body(carry: Any, _: Any) -> tuple[Any, None]:
-                x, state = carry
-                update, state = opt.update(jax.grad(loss)(x), state)
-                return (optax.apply_updates(x, update), state), None
-
-            (x, state), _ = jax.lax.scan(body, (x, state), None, length=int(gap))
-            out.append(x)
-        return jnp.stack(out)
-
-    snaps = np.asarray(jax.jit(jax.vmap(run))(x0))
-    return snaps.reshape(-1, snaps.shape[-1])
 
 
 def index_energy(cfg: dict[str, Any]) -> StepResult:
@@ -92,7 +71,7 @@ def index_energy(cfg: dict[str, Any]) -> StepResult:
         x, y = rng.standard_normal((m, n)), rng.standard_normal((m, n))
         loss = theory.tanh_loss(x, y)
         x0 = jnp.asarray(rng.standard_normal((spec["starts"], p_dim)))
-        starts = _snapshots(loss, x0, spec["checkpoints"], spec["lr"])
+        starts = adam_snapshots(loss, x0, spec["checkpoints"], spec["lr"])
         found, pts = finder.find_critical_points(loss, starts, steps=spec["newton_steps"], dense=True)
         frame = pts.frame().assign(phi=phi, m=m, steps=found.steps,
                                    checkpoint=np.tile(spec["checkpoints"], spec["starts"]))
