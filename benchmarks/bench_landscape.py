@@ -23,6 +23,14 @@ default ``init="random"``; y = 0 is a stationary point at a minimum) with scipy'
 ``gtol``/``ftol`` set to 0; a run flagged ``no_progress`` is marked in the setting column.
 ``--skip surface`` runs only the two Metric 2.1 rows.
 
+Li et al.'s headline (issue #17), for a GPU: the 51×51 ResNet-56 surface on the full training
+set's size (the paper: about an hour on four GPUs; the goal: ≤ 5 minutes on one H100-class GPU)
+
+    .venv/bin/python benchmarks/bench_landscape.py --model resnet56 --grid 51 --num-examples 50000 \
+        --batch-size 1000 --skip keskar --out bench_li_surface.csv
+
+The work is the same on random CIFAR-shaped images as on CIFAR-10's (the same passes).
+
 Every row gives the wall time, the work (grid points or function evaluations), the rate,
 the floor and the ratio time/floor. The machine is shared: rerun for stable numbers.
 """
@@ -58,8 +66,9 @@ def random_images(key: jax.Array, n: int, shape: tuple[int, ...], classes: int) 
     return jax.random.normal(kx, (n, *shape), jnp.float32), jax.random.randint(ky, (n,), 0, classes)
 
 
-def bench_surface(grid: int, num_examples: int, batch_size: int, vmap_size: int | None) -> dict[str, Any]:
-    model = registry.build("resnet20", rngs=nnx.Rngs(seeds.derive(ROOT_SEED, "bench", "resnet20")))
+def bench_surface(grid: int, num_examples: int, batch_size: int, vmap_size: int | None,
+                  model_name: str = "resnet20") -> dict[str, Any]:
+    model = registry.build(model_name, rngs=nnx.Rngs(seeds.derive(ROOT_SEED, "bench", model_name)))
     data = random_images(seeds.derive(ROOT_SEED, "bench", "cifar"), num_examples, (32, 32, 3), 10)
     obj, params = surface.from_model(model, data, bn_mode="eval", batch_size=batch_size)
     d1 = directions.random_direction(params, seeds.derive(ROOT_SEED, "bench", "x"))
@@ -87,7 +96,7 @@ def bench_surface(grid: int, num_examples: int, batch_size: int, vmap_size: int 
     floor = points * t_point
     return {
         "task": "surface",
-        "setting": f"resnet20 {grid}x{grid} filter-norm, {num_examples} imgs, batch {batch_size}, BN {obj.bn_mode}",
+        "setting": f"{model_name} {grid}x{grid} filter-norm, {num_examples} imgs, batch {batch_size}, BN {obj.bn_mode}",
         "work": points, "unit": "grid points", "time_s": elapsed, "compile_s": compile_s + floor_compile,
         "per_s": points / elapsed, "floor_s": floor, "ratio": elapsed / floor,
     }
@@ -131,12 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--vmap-size", type=int, default=None, help="points vmapped together (default: 1 on CPU)")
     parser.add_argument("--skip", choices=["surface", "keskar"], action="append", default=[])
+    parser.add_argument("--model", default="resnet20", help="surface model (registry name), e.g. resnet56")
     parser.add_argument("--out", default=None, help="CSV file for the table")
     args = parser.parse_args(argv)
     grid = args.grid or (5 if args.quick else 51)
     rows = []
     if "surface" not in args.skip:
-        rows.append(bench_surface(grid, args.num_examples, args.batch_size, args.vmap_size))
+        rows.append(bench_surface(grid, args.num_examples, args.batch_size, args.vmap_size, args.model))
     if "keskar" not in args.skip:
         n, depth = (10_000, 2) if args.quick else (60_000, 5)
         rows.append(bench_keskar(n, depth, None))
