@@ -5,6 +5,8 @@ device and one with four fake host devices (``XLA_FLAGS=--xla_force_host_platfor
 must be set before jax is imported), and saves every result; the test compares them.
 
 What agrees how, and why:
+- the critical-point finder's starts (``shared.critical.finder.search``): within the same
+  tolerance as the ensembles (one start per row of a vmapped search, 2 rows per device).
 - landscape grid: bit for bit. ``lax.map`` evaluates one point at a time (``vmap_size=1`` on
   the CPU), each on one device by the same program; only the number of points per device
   changes, and nothing is summed across points.
@@ -54,13 +56,13 @@ def test_sharded_results_agree_with_one_device(tmp_path: Path) -> None:
     assert int(a["devices"]) == 1 and int(b["devices"]) == DEVICES
     # the outputs of the four-device run really lie on four devices
     for name in ("ensemble_devices", "fullbatch_devices", "surface_devices", "probes_devices",
-                 "slq_python_devices", "slq_fori_devices"):
+                 "slq_python_devices", "slq_fori_devices", "finder_devices"):
         assert int(a[name]) == 1 and int(b[name]) == DEVICES, name
     for name in ("surface_loss", "surface_acc"):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # bit for bit
     for name in ("ensemble_state", "ensemble_test_loss", "fullbatch_params", "fullbatch_history",
                  "hutchinson_samples", "hutchinson_estimate", "hpp_samples", "hpp_estimate", "matvecs",
-                 "slq_python_nodes", "slq_fori_nodes"):
+                 "slq_python_nodes", "slq_fori_nodes", "finder_points", "finder_steps"):
         np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=RTOL * np.abs(a[name]).max(), err_msg=name)
     for name in ("slq_python_weights", "slq_fori_weights"):
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=WEIGHT_ATOL, err_msg=name)
@@ -170,6 +172,19 @@ def _main(out: str) -> None:
                                             loop="fori")
     res["slq_fori_nodes"], res["slq_fori_weights"] = np.asarray(nodes), np.asarray(weights)
     res["slq_fori_devices"] = ndev(nodes)
+
+    # the critical-point finder: Newton-MR from 6 starts (padded to 8 on four devices, 2 per device)
+    # on L(x) = Σ (x_i² − 1)² + x₀x₁/10, whose critical points are all non-degenerate
+    from shared.critical.finder import search
+
+    def quartic(z: jax.Array) -> jax.Array:
+        return jnp.sum((z**2 - 1) ** 2) + 0.1 * z[0] * z[1]
+
+    starts = rng.normal(size=(6, 3)).astype(np.float32)
+    found = search(quartic, starts, steps=30, gtol=1e-6)
+    res["finder_points"], res["finder_steps"] = found.points, found.steps.astype(np.float64)
+    padded, _ = parallel.pad_leading(jnp.asarray(starts), jax.device_count())
+    res["finder_devices"] = ndev(parallel.shard_leading(padded))
     np.savez(out, **res)
 
 

@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from shared import parallel
 from shared.curvature.exact import inertia
 
 FlatLoss = Callable[[jax.Array], jax.Array]
@@ -255,7 +256,11 @@ def search(loss: FlatLoss, starts: np.ndarray | jax.Array, *, method: str = "new
     maxiter = int(starts.shape[1]) if minres_maxiter is None else int(minres_maxiter)
     run = jax.jit(jax.vmap(lambda x0: _search_one(loss, x0, method, steps, gtol, minres_rtol, maxiter,
                                                   backtracks, rho, dense, max_step)))
-    x, k, hist = run(starts)
+    # the starts split across devices (shared.parallel; the identity on one device): each start's
+    # search runs on one device, the padding rows (copies of the last start) are dropped
+    mesh = parallel.device_mesh()
+    padded, count = parallel.pad_leading(starts, mesh.size)
+    x, k, hist = parallel.unpad_leading(run(parallel.shard_leading(padded, mesh)), count)
     return Search(points=np.asarray(x), steps=np.asarray(k), grad_norm_history=np.asarray(hist), method=method)
 
 
