@@ -29,6 +29,7 @@ def _outputs(results: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # alone, the session's smoke DAG (its setup) counts against the limit too
 def test_killed_dag_resumes_to_the_same_results(smoke_results: Path, tmp_path: Path) -> None:
     """SIGKILL the whole DAG (make, Snakemake and its jobs) at several moments, rerun the
     README's command, and compare with the uninterrupted run of the session fixture."""
