@@ -91,3 +91,37 @@ def test_slq_draws_are_chunked_by_the_budget() -> None:
     together = quadrature_rules(op, jax.random.key(0), num_steps=10, num_draws=8, draws_batch_size=8)
     for c, t in zip(chunked, together, strict=True):
         np.testing.assert_allclose(c, t, rtol=1e-4, atol=1e-5)
+
+
+def _conv_operator() -> object:
+    """The Hessian of a one-layer tanh convnet's mean squared activation (a convolution inside)."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((8, 6, 6, 2)), jnp.float32)
+    kernel = jnp.asarray(0.3 * rng.standard_normal((3, 3, 2, 3)), jnp.float32)
+
+    def loss(k: jax.Array, batch: tuple[jax.Array, ...]) -> jax.Array:
+        y = jax.lax.conv_general_dilated(batch[0], k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.mean(jnp.tanh(y) ** 2)
+
+    return hessian_operator(loss, kernel, batch_data((x,), 4), reduction="mean")
+
+
+def test_convolutional_operators_go_one_vector_per_call_on_a_cpu() -> None:
+    """The platform rule of ``chunking``: vmapped convolutions are slow per vector on XLA:CPU, so a
+    convolutional operator's default chunk is 1 there (unvmapped), with the same products; dense
+    operators keep the budget's chunk."""
+    from shared.curvature.slq import default_draws_batch, quadrature_rules
+
+    conv, dense = _conv_operator(), dense_operator(np.eye(54, dtype=np.float32))
+    assert chunking.has_convolution(conv) and not chunking.has_convolution(dense)
+    on_cpu = jax.default_backend() == "cpu"
+    assert chunking.default_chunk(conv, 10) == (1 if on_cpu else auto_chunk(conv, 10))
+    assert chunking.default_chunk(dense, 10) == auto_chunk(dense, 10)
+    if on_cpu:
+        assert default_draws_batch(conv, 8, 4) == 1
+    vs = jax.random.normal(jax.random.key(0), (5, conv.size), jnp.float32)
+    np.testing.assert_allclose(apply_in_chunks(conv, vs), jax.vmap(conv.matvec)(vs), rtol=1e-5, atol=1e-6)
+    one_by_one = quadrature_rules(conv, jax.random.key(1), num_steps=8, num_draws=4)
+    together = quadrature_rules(conv, jax.random.key(1), num_steps=8, num_draws=4, draws_batch_size=4)
+    for a, b in zip(one_by_one, together, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

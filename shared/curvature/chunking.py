@@ -7,7 +7,13 @@ loop on the host. That bounds memory by construction (one chunk's buffers live a
 keeps the fast path: a ``lax.map``/``lax.scan`` over chunks would put the matvec inside a loop
 body, where XLA:CPU runs convolutions 5–30× slower (jax-ml/jax#12868).
 
-The default chunk follows from a memory budget (``LANDSCAPE_MEMORY_BUDGET_GB``, default
+On XLA:CPU a matvec vmapped over vectors runs convolutions far slower per vector than one
+vector at a time (ResNet-20, 128 images, this 2-core CPU: 2.75 s against 1.58 s per probe,
+benchmarks/bench_anchors.py), so there the default for an operator whose matvec contains a
+convolution is one vector per call (:func:`default_chunk`); dense and MLP operators, where
+vmap turns matrix-vector into matrix-matrix products, keep the budget's chunk.
+
+Otherwise the default chunk follows from a memory budget (``LANDSCAPE_MEMORY_BUDGET_GB``, default
 ``DEFAULT_BUDGET_GB``) and one matvec's footprint as XLA reports it for the compiled program
 (``memory_analysis``: temporaries + output + the vector), times ``SAFETY`` for what a vmapped
 chunk adds; a caller's explicit chunk size overrides it.
@@ -24,6 +30,7 @@ import os
 from typing import Any
 
 import jax
+from jax.extend.core import jaxprs_in_params
 import jax.numpy as jnp
 import numpy as np
 
@@ -88,19 +95,49 @@ def auto_chunk(op: Operator, count: int, budget_bytes: int | None = None) -> int
     return int(max(1, min(count, budget // max(per_vector, 1.0))))
 
 
+def has_convolution(op: Operator) -> bool:
+    """Whether ``op``'s matvec contains a convolution (its jaxpr, sub-jaxprs included; cached per
+    operator kind and shapes)."""
+    key = ("conv", *_signature(op))
+    if key not in _footprints:
+        jaxpr = jax.make_jaxpr(op.matvec)(jax.ShapeDtypeStruct((op.size,), op.dtype))
+        _footprints[key] = int(_jaxpr_has_conv(jaxpr.jaxpr))
+    return bool(_footprints[key])
+
+
+def _jaxpr_has_conv(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for sub in jaxprs_in_params(eqn.params):
+            if _jaxpr_has_conv(getattr(sub, "jaxpr", sub)):
+                return True
+    return False
+
+
+def default_chunk(op: Operator, count: int) -> int:
+    """Vectors per call when the caller names none: 1 for a convolutional operator on a CPU
+    (module docstring), else :func:`auto_chunk`'s memory-budget chunk."""
+    if jax.default_backend() == "cpu" and has_convolution(op):
+        return 1
+    return auto_chunk(op, count)
+
+
 def apply_in_chunks(op: Operator, vs: jax.Array, chunk: int | None = None) -> jax.Array:
-    """A vᵢ for every row of ``vs`` ([k, n]), ``chunk`` rows per call (``None``: ``auto_chunk``).
+    """A vᵢ for every row of ``vs`` ([k, n]), ``chunk`` rows per call (``None``: ``default_chunk``).
 
     Not traceable (a host loop): call it outside ``jax.jit``. Equal to ``jax.vmap(op.matvec)``
     up to the rounding of vmapped vs. batched kernels."""
     count = int(vs.shape[0])
     mesh = device_mesh()
     if chunk is None:
-        chunk = min(count, mesh.size * auto_chunk(op, count))  # the budget is per device
+        chunk = min(count, mesh.size * default_chunk(op, count))  # the budget is per device
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of vectors, got {chunk}")
     if mesh.size > 1:
         return _apply_sharded(op, vs, chunk, mesh)
+    if chunk == 1:  # unvmapped: the default for convolutional operators on a CPU (module docstring)
+        return jnp.stack([_matvec(op, v) for v in vs])
     if chunk >= count:
         return _matmat(op, vs)
     parts = [_matmat(op, vs[start:start + chunk]) for start in range(0, count - count % chunk, chunk)]

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from shared.curvature.chunking import SAFETY, matvec_footprint_bytes, memory_budget_bytes
+from shared.curvature.chunking import SAFETY, has_convolution, matvec_footprint_bytes, memory_budget_bytes
 from shared.curvature.failures import require_finite
 from shared.curvature.lanczos import (
     LanczosDecomposition,
@@ -146,6 +146,15 @@ def auto_draws_batch(op: Operator, num_steps: int, num_draws: int, budget_bytes:
     return int(max(1, min(num_draws, budget // max(per_draw, 1.0))))
 
 
+def default_draws_batch(op: Operator, num_steps: int, num_draws: int) -> int:
+    """Draws per call when the caller names none: 1 for a convolutional operator on a CPU, where
+    vmapped matvecs run convolutions slower per vector (``shared.curvature.chunking``), else
+    :func:`auto_draws_batch`."""
+    if jax.default_backend() == "cpu" and has_convolution(op):
+        return 1
+    return auto_draws_batch(op, num_steps, num_draws)
+
+
 @partial(jax.jit, static_argnames=("num_steps", "num_draws", "probe", "draws_batch_size"))
 def _rules_fori(
     op: Operator, key: jax.Array, num_steps: int, num_draws: int, probe: Probe,
@@ -177,6 +186,7 @@ def _rules_fori_sharded(mesh: Any, num_steps: int, probe: Probe, batch: int) -> 
 
 
 _draws_jit = jax.jit(jax.vmap(_draw, in_axes=(None, 0, None)), static_argnums=(2,))
+_draw_jit = jax.jit(_draw, static_argnums=(2,))
 _rules_jit = jax.jit(_rules)
 
 
@@ -195,13 +205,14 @@ def quadrature_rules(
     Draws run under ``vmap`` (HVPs then share their primal passes; memory n_v·m·n), in
     chunks of ``draws_batch_size``; ``None`` sizes the chunk from the memory budget of
     ``shared.curvature.chunking`` (one draw: its [m, n] basis plus a matvec's footprint),
-    never all draws at once by default. ``loop`` as in :func:`lanczos`; both loops draw the
+    never all draws at once by default, and one draw at a time, unvmapped, for a
+    convolutional operator on a CPU (:func:`default_draws_batch`). ``loop`` as in :func:`lanczos`; both loops draw the
     same probes from ``key``.
     """
     loop = resolve_loop(loop, op)
     mesh = device_mesh()
     if draws_batch_size is None:  # the budget is per device
-        draws_batch_size = min(num_draws, mesh.size * auto_draws_batch(op, num_steps, num_draws))
+        draws_batch_size = min(num_draws, mesh.size * default_draws_batch(op, num_steps, num_draws))
     check_steps(op, num_steps, loop)
     if mesh.size > 1:
         return _rules_sharded(op, key, num_steps, num_draws, probe, draws_batch_size, loop, mesh)
@@ -211,6 +222,11 @@ def quadrature_rules(
     batch = num_draws if draws_batch_size is None else draws_batch_size
     chunks = []
     for start in range(0, num_draws, batch):
+        if batch == 1:  # one draw per call: no vmap over the matvec (``default_draws_batch``)
+            restart_key, v0 = _draw_jit(op, keys[start], probe)
+            rules = _rules_jit(run_host_loop(op, restart_key, v0, num_steps))
+            chunks.append(tuple(r[None] for r in rules))
+            continue
         restart_keys, v0s = _draws_jit(op, keys[start : start + batch], probe)
         chunks.append(_rules_jit(run_host_loop(op, restart_keys, v0s, num_steps, batched=True)))
     return tuple(jnp.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[return-value]
