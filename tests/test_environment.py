@@ -29,3 +29,16 @@ def test_every_lock_line_is_pinned() -> None:
     for name in ("requirements.lock", "requirements-tf.lock"):
         lines = [l for l in (ROOT / name).read_text().splitlines() if l and not l.startswith("#")]
         assert lines and all("==" in l for l in lines), name
+
+
+def test_the_compilation_cache_is_configurable_and_can_be_switched_off(monkeypatch, tmp_path) -> None:
+    from shared import cli
+
+    monkeypatch.delenv(cli.JAX_CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.jax_cache_dir() == str(tmp_path / "landscape-replications" / "jax")
+    monkeypatch.setenv(cli.JAX_CACHE_ENV, str(tmp_path / "mine"))
+    assert cli.jax_cache_dir() == str(tmp_path / "mine")
+    for off in ("off", "0", ""):
+        monkeypatch.setenv(cli.JAX_CACHE_ENV, off)
+        assert cli.jax_cache_dir() is None

@@ -162,3 +162,20 @@ def test_scaling_before_batchnorm_in_both_modes():
         after = obj.forward.value(p2, s2, x)
         assert relative_change(before, after) <= 1e-4  # exact up to BatchNorm's ε = 1e-5 (ε = 0: see
         # test_landscape_surface's per-filter test, exact to 1e-10)
+
+
+def test_ball_sharpness_of_a_linear_loss_is_its_closed_form() -> None:
+    """L(θ) = cᵀθ + 1: max over ‖δ‖₂ ≤ ε of L(θ + δ) − L(θ) is ε‖c‖ (δ = εc/‖c‖), reached by the
+    first normalised-gradient step, so the measure is 100 ε‖c‖ / (1 + L(θ)) in float32."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from shared.sharpness import ball_sharpness
+
+    c = jnp.asarray([3.0, -4.0, 12.0], jnp.float32)  # ‖c‖ = 13
+    theta = {"w": jnp.asarray([0.1, 0.2, -0.05], jnp.float32)}
+    loss = lambda p: jnp.dot(c, p["w"]) + 1.0  # noqa: E731
+    value = ball_sharpness(loss, theta, radius=0.01, steps=3)
+    np.testing.assert_allclose(value, 100 * 0.01 * 13 / (1 + float(loss(theta))), rtol=1e-5)
+    with pytest.raises(ValueError, match="radius > 0"):
+        ball_sharpness(loss, theta, radius=0.0, steps=3)

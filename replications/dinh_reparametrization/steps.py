@@ -43,6 +43,7 @@ from shared.seeds import derive
 from shared.sharpness import (
     adaptive_sharpness,
     alpha_scale,
+    ball_sharpness,
     hessian_of,
     keskar_sharpness,
     relative_change,
@@ -50,8 +51,6 @@ from shared.sharpness import (
     scale_before_batchnorm,
     scale_filters,
 )
-from shared.sharpness.keskar import ravel, split_callable
-from shared.sharpness.measures import _ascent_step, _value_and_grad_u
 from shared.training import Arrays, fit, fit_ensemble, init_ensemble, init_network, make_optimizer, member_keys
 
 MODULE = "dinh_reparametrization"
@@ -137,23 +136,6 @@ def loss(obj: Objective, params: Any) -> float:
 
 
 # --- measures --------------------------------------------------------------------------------------
-
-def ball_sharpness(obj: Objective, params: Any, *, radius: float, steps: int) -> float:
-    """Dinh et al. §4.2's ε-sharpness, max_{‖δ‖₂ ≤ ε} [L(θ + δ) − L(θ)] / (1 + L(θ)) × 100 (Keskar's
-    units), the maximum approximated by ``steps`` projected normalised-gradient ascent steps from
-    δ = 0 (``shared.sharpness.measures``' adaptive-sharpness ascent with T_w = I)."""
-    w, unravel = ravel(params)
-    static, leaves = split_callable(obj)
-    t = jnp.ones_like(w)
-    u = jnp.zeros_like(w)
-    value0, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
-    best = float(value0)
-    for _ in range(steps):
-        u = _ascent_step(u, g, jnp.asarray(radius, w.dtype))
-        value, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
-        best = max(best, float(value))
-    return 100.0 * (best - float(value0)) / (1.0 + float(value0))
-
 
 def top_eigen(obj: Objective, params: Any, key: jax.Array, steps: int) -> tuple[float, Any]:
     """(λ_max, its unit eigenvector as a pytree) by Lanczos."""

@@ -13,6 +13,7 @@ from shared.sharpness.keskar import (
 from shared.sharpness.measures import (
     AdaptiveSharpness,
     adaptive_sharpness,
+    ball_sharpness,
     hessian_of,
     hessian_trace,
     top_eigenvalues,
@@ -35,6 +36,7 @@ __all__ = [
     "NoProgressWarning",
     "adaptive_sharpness",
     "alpha_scale",
+    "ball_sharpness",
     "box_bound",
     "get_leaf",
     "hessian_of",

@@ -103,22 +103,42 @@ class AdaptiveSharpness:
     losses: tuple[float, ...]
 
 
+def _ascent_losses(loss: Objective | Callable[[Any], jax.Array], params: Any, *, radius: float, steps: int,
+                   scale: Callable[[jax.Array], jax.Array]) -> list[float]:
+    """L(w + T u) along ``steps`` projected normalised-gradient ascent steps in ‖u‖₂ ≤ ``radius``
+    from u = 0, with T = diag(``scale(w)``); the first entry is L(w)."""
+    w, unravel = ravel(params)
+    static, leaves = split_callable(loss)
+    t = scale(w)
+    u = jnp.zeros_like(w)
+    value0, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
+    losses = [float(value0)]
+    for _ in range(steps):
+        u = _ascent_step(u, g, jnp.asarray(radius, w.dtype))
+        value, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
+        losses.append(float(value))
+    return losses
+
+
 def adaptive_sharpness(
     loss: Objective | Callable[[Any], jax.Array], params: Any, *, rho: float, steps: int = 1, eta: float = 0.0,
 ) -> AdaptiveSharpness:
     """Kwon et al.'s adaptive sharpness with T_w = |w| + η, by ``steps`` projected ascent steps."""
     if rho <= 0 or steps < 1:
         raise ValueError(f"need rho > 0 and steps >= 1, got {rho=}, {steps=}")
-    w, unravel = ravel(params)
-    static, leaves = split_callable(loss)
-    t = jnp.abs(w) + jnp.asarray(eta, w.dtype)
-    u = jnp.zeros_like(w)
-    value0, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
-    losses = [float(value0)]
-    for _ in range(steps):
-        u = _ascent_step(u, g, jnp.asarray(rho, w.dtype))
-        value, g = _value_and_grad_u(static, unravel, leaves, w, t, u)
-        losses.append(float(value))
+    losses = _ascent_losses(loss, params, radius=rho, steps=steps,
+                            scale=lambda w: jnp.abs(w) + jnp.asarray(eta, w.dtype))
     max_loss = max(losses)
     return AdaptiveSharpness(max_loss - losses[0], losses[0], max_loss, float(rho), float(eta), int(steps),
                              tuple(losses))
+
+
+def ball_sharpness(loss: Objective | Callable[[Any], jax.Array], params: Any, *, radius: float, steps: int) -> float:
+    """Dinh et al. (2017) §4.2's Euclidean-ball ε-sharpness in Keskar et al.'s units,
+    max_{‖δ‖₂ ≤ ε} [L(θ + δ) − L(θ)] / (1 + L(θ)) × 100, the maximum approximated from below by
+    ``steps`` projected normalised-gradient ascent steps from δ = 0 (the adaptive-sharpness ascent
+    with T = I)."""
+    if radius <= 0 or steps < 1:
+        raise ValueError(f"need radius > 0 and steps >= 1, got {radius=}, {steps=}")
+    losses = _ascent_losses(loss, params, radius=radius, steps=steps, scale=jnp.ones_like)
+    return 100.0 * (max(losses) - losses[0]) / (1.0 + losses[0])
