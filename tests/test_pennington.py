@@ -3,6 +3,8 @@ claims must come out 'not reproduced'."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -83,9 +85,10 @@ def test_fv_claims_fail_on_planted_findings() -> None:
           "search_gradient_flat_fraction": 0.0, "search_recovered_minus_baseline": 0.8}
     for claim in ("FV1", "FV2", "FV3", "FV4"):
         assert judge(CLAIMS[claim], ok).verdict == "reproduced", claim
-    planted = {"FV1": {"search_unmatched_critical": 1}, "FV2": {"search_nonglobal_minima_found": 2},
-               "FV3": {"k2_nonglobal_minimum_candidates": 1},
-               "FV4": {"search_sets_recovered_fraction": 0.2, "search_recovered_minus_baseline": -0.1}}
+    planted: dict[str, dict[str, Any]] = {
+        "FV1": {"search_unmatched_critical": 1}, "FV2": {"search_nonglobal_minima_found": 2},
+        "FV3": {"k2_nonglobal_minimum_candidates": 1},
+        "FV4": {"search_sets_recovered_fraction": 0.2, "search_recovered_minus_baseline": -0.1}}
     for claim, change in planted.items():
         assert judge(CLAIMS[claim], {**ok, **change}).verdict == "not reproduced", claim
 
@@ -111,3 +114,101 @@ def test_steps_at_the_smoke_scale_return_their_declaration() -> None:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# --- PB3: the Wishart ⊞ Wigner free sum -----------------------------------------------------------
+
+def _wishart_plus_goe(rng: np.random.Generator, p: int, ratio: float, scale: float, variance: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(W + S, W): W = s·XᵀX/N (X of N = p/c rows), S a GOE matrix of spectral variance σ², independent."""
+    x = rng.standard_normal((int(round(p / ratio)), p))
+    w = scale * x.T @ x / x.shape[0]
+    b = rng.standard_normal((p, p))
+    return w + np.sqrt(variance) * (b + b.T) / np.sqrt(2 * p), w
+
+
+def test_free_sum_reduces_to_its_closed_forms() -> None:
+    from scipy import integrate
+
+    from replications.pennington_bahri_rmt import free_sum as fs
+
+    x = np.linspace(-1.0, 6.0, 141)
+    for ratio in (0.3, 2.0):  # σ = 0: Marchenko–Pastur's closed form (continuous part)
+        np.testing.assert_allclose(fs.free_sum_density(x, ratio, 1.3, 0.0), fs.mp_density(x, ratio, 1.3), atol=1e-10)
+    # ... and its CDF, atom included (c = 2: mass ½ at 0), against quadrature of the closed form
+    grid, cdf = fs.free_sum_cdf(2.0, 1.0, 0.0, points=4001)
+    for t in (-0.5, 0.5, 2.0, 4.0, 7.0):
+        exact = (0.5 if t >= 0 else 0.0) + (integrate.quad(fs.mp_density, 1e-12, t, args=(2.0, 1.0), limit=200)[0]
+                                            if t > 0 else 0.0)
+        assert np.interp(t, grid, cdf) == pytest.approx(exact, abs=2e-3), t
+    # MP scale 0: the semicircle
+    np.testing.assert_allclose(fs.free_sum_density(x, 0.5, 0.0, 0.7), fs.semicircle_density(x, 0.7), atol=1e-10)
+    assert float(integrate.trapezoid(fs.free_sum_density(x, 0.5, 1.0, 0.2), x)) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_subordination_agrees_with_the_cubic_and_adds_semicircles() -> None:
+    from replications.pennington_bahri_rmt import free_sum as fs
+
+    z = np.linspace(-2.0, 5.0, 36) + 0.3j  # two semicircles: variances add
+    g = fs.subordinate(lambda w: fs.semicircle_stieltjes(w, 0.7), 0.4, z)
+    np.testing.assert_allclose(g, fs.semicircle_stieltjes(z, 1.1), atol=1e-10)
+    # MP ⊞ semicircle by the fixed point just above the axis vs the cubic's root on it
+    x = np.linspace(-1.0, 4.5, 23)
+    g = fs.subordinate(lambda w: fs.mp_stieltjes(w, 0.5, 1.0), 0.3, x + 1e-4j)
+    np.testing.assert_allclose(-g.imag / np.pi, fs.free_sum_density(x, 0.5, 1.0, 0.3), atol=2e-3)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 2.0])
+def test_free_sum_matches_sampled_wishart_plus_goe(ratio: float) -> None:
+    from replications.pennington_bahri_rmt import free_sum as fs
+
+    h, w = _wishart_plus_goe(np.random.default_rng(3), 400, ratio, 1.0, 0.3)
+    grid, cdf = fs.free_sum_cdf(ratio, 1.0, 0.3)
+    assert fs.ks_distance(np.linalg.eigvalsh(h), grid, cdf) <= 0.03
+    c = fs.spectrum_comparison(h, w, ratio)  # parameters fitted from the parts
+    assert c["scale"] == pytest.approx(1.0, rel=0.02) and c["variance"] == pytest.approx(0.3, rel=0.05)
+    assert c["ratio_fitted"] == pytest.approx(ratio, rel=0.05)
+    assert c["ks_free"] <= 0.03 < min(c["ks_mp"], c["ks_semicircle"])
+
+
+def test_gauss_newton_part_of_the_tanh_hessian() -> None:
+    import jax
+
+    from shared.critical import finder
+
+    rng = np.random.default_rng(4)
+    n, m = 2, 5
+    x = rng.standard_normal((m, n))
+    v = rng.standard_normal((2, 2 * n * n))
+    f = theory.tanh_outputs(x)
+    # zero residual (targets = outputs): H = G
+    y = np.asarray(f(jnp.asarray(v[0]))).reshape(m, n)
+    np.testing.assert_allclose(theory.gauss_newton(x, v[:1])[0], finder.hessians(theory.tanh_loss(x, y), v[:1])[0],
+                               atol=1e-12)
+    # any targets: H − G = (1/mn) Σ r_a ∇²f_a
+    y = rng.standard_normal((m, n))
+    h = finder.hessians(theory.tanh_loss(x, y), v[1:])[0]
+    r = np.asarray(f(jnp.asarray(v[1]))) - y.ravel()
+    hf = np.asarray(jax.hessian(f)(jnp.asarray(v[1])))
+    np.testing.assert_allclose(h - theory.gauss_newton(x, v[1:])[0], np.einsum("a,apq->pq", r, hf) / (m * n),
+                               atol=1e-12)
+
+
+def test_pb3_planted_spectra_that_are_not_a_free_sum() -> None:
+    from replications.pennington_bahri_rmt import free_sum as fs
+
+    rng = np.random.default_rng(5)
+    pairs = [_wishart_plus_goe(rng, 128, 0.5, 1.0, 0.2) for _ in range(4)]  # the quick scale's P = 128
+    good = fs.pb3_measurements([fs.spectrum_comparison(h, w, 0.5) for h, w in pairs])
+    assert judge(CLAIMS["PB3"], good).verdict == "reproduced", good
+    # planted: the residual commutes with G (R = a(G − s)): a stretched MP, not a free sum (KS ≈ 0.13)
+    aligned = []
+    for _, w in pairs:
+        s = np.trace(w) / 128
+        aligned.append(fs.spectrum_comparison(w + 0.6 * (w - s * np.eye(128)), w, 0.5))
+    assert judge(CLAIMS["PB3"], fs.pb3_measurements(aligned)).verdict == "not reproduced"
+    # planted: the wrong ratio (φ = 0.05 where the Gauss–Newton part has 0.5)
+    wrong = fs.pb3_measurements([fs.spectrum_comparison(h, w, 0.05) for h, w in pairs])
+    assert judge(CLAIMS["PB3"], wrong).verdict == "not reproduced"
+    # planted: no point analysed
+    assert judge(CLAIMS["PB3"], fs.pb3_measurements([])).verdict == "not reproduced"

@@ -58,14 +58,17 @@ MODULE = Module(
             quantities=SEARCH_QUANTITIES + K2_QUANTITIES,
         ),
         Step(
-            "index_energy",  # PB1, PB2: tanh nets per φ, Newton-MR end points, exact Hessians
-            tables=("end_points", "minimizers"),
+            "index_energy",  # PB1, PB2, PB3: tanh nets per φ, Newton-MR end points, exact Hessians
+            tables=("end_points", "minimizers", "spectra"),
             figures=(Figure("index_energy", "Index vs energy of the end points (tanh nets)"),
-                     Figure("minimizer_energy", "Energy of minimizers vs ½(1 − φ)²")),
+                     Figure("minimizer_energy", "Energy of minimizers vs ½(1 − φ)²"),
+                     Figure("spectrum", "Hessian spectra at critical points vs the Wishart ⊞ Wigner free sum")),
             quantities=("end_points", "critical_points", "critical_fraction", "gradient_flat_fraction",
                         "approx_points", "energy_strict", "index_strict", "energy_approx", "index_approx",
                         "exponent", "exponent_low", "exponent_high", "exponent_width", "fit_points",
-                        "fitted_critical_energy", "minimizer_energy", "minimizer_prediction", "minimizer_rel_error"),
+                        "fitted_critical_energy", "minimizer_energy", "minimizer_prediction", "minimizer_rel_error",
+                        "spectrum_points", "ks_free", "ks_mp", "ks_semicircle", "ks_free_minus_best_single",
+                        "ks_free_median", "ks_best_single_median"),
         ),
     ),
 )

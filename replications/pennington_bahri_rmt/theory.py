@@ -18,6 +18,7 @@ Closed forms (the paper's [U] unless marked; CLAIMS.md Optional 8):
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
@@ -40,6 +41,27 @@ def tanh_loss(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
         return 0.5 * jnp.mean(jnp.sum((out - yj) ** 2, axis=1)) / n
 
     return loss
+
+
+def tanh_outputs(x: np.ndarray):  # type: ignore[no-untyped-def]
+    """v -> f(x_μ)_i for all μ, i, flattened (m·n,), the outputs ``tanh_loss`` compares with y."""
+    n = x.shape[1]
+    xj = jnp.asarray(x)
+
+    def outputs(v):  # type: ignore[no-untyped-def]
+        w1 = v[: n * n].reshape(n, n)
+        w2 = v[n * n:].reshape(n, n)
+        return (jnp.tanh(xj @ w1.T / np.sqrt(n)) @ w2.T / np.sqrt(n)).ravel()
+
+    return outputs
+
+
+def gauss_newton(x: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The Gauss–Newton part of ε's Hessian at each row of ``points``: G = JᵀJ / (m n), J = ∂f/∂v of
+    the m·n outputs (so H = G + (1/mn) Σ (f − y)_{μi} ∇²f_{μi}); float64, [points, P, P]."""
+    jac = jax.jit(jax.vmap(jax.jacfwd(tanh_outputs(x))))(jnp.asarray(points))
+    j = np.asarray(jac, dtype=np.float64)
+    return np.einsum("kap,kaq->kpq", j, j) / j.shape[1]
 
 
 def minimizer_energy(phi: float | np.ndarray) -> float | np.ndarray:
