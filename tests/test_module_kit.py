@@ -105,6 +105,9 @@ def _not_testable_by_config(module: str, settings: dict) -> set[str]:  # type: i
             ({"L7"} if settings["seeds"]["direction_seeds"] < 2 else set())
     if module == DINH:
         return set() if settings["bn_networks"] else {"D8"}
+    if module == PENNINGTON:  # PB3 needs spectra at 3 points or more (free_sum.pb3_measurements)
+        tanh = settings["tanh"]
+        return set() if tanh["spectrum_points"] * len(tanh["phis"]) >= 3 else {"PB3"}
     return set()
 
 
@@ -119,7 +122,7 @@ QUICK_TESTABLE = {
     LI: ["L1", "L2", "L3", "L5", "L6", "L7"],
     DINH: ["D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8"],
     DAUPHIN: ["DA1", "DA1-approx", "DA2", "DA3-escape", "DA3-sgd"],
-    PENNINGTON: ["FV1", "FV2", "FV3", "FV4", "PB1", "PB1-approx", "PB1-exponent", "PB2"],
+    PENNINGTON: ["FV1", "FV2", "FV3", "FV4", "PB1", "PB1-approx", "PB1-exponent", "PB2", "PB3"],
 }
 
 

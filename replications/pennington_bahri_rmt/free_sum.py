@@ -184,10 +184,16 @@ def spectrum_comparison(hessian: np.ndarray, gauss_newton: np.ndarray, ratio: fl
     return out
 
 
-def pb3_measurements(comparisons: list[dict[str, Any]]) -> dict[str, Any]:
-    """PB3's quantities from ``spectrum_comparison`` results (points with a NaN distance left out;
-    with none, one-NaN lists, so that the rules fail, saying so)."""
+def pb3_measurements(comparisons: list[dict[str, Any]], min_points: int = 3) -> dict[str, Any]:
+    """PB3's quantities from ``spectrum_comparison`` results (points with a NaN distance left out).
+    With fewer than ``min_points`` finite comparisons the distances are marked not testable: too
+    few critical points to judge a spectrum model, which is not evidence against it."""
     ok = [c for c in comparisons if all(np.isfinite(c[k]) for k in ("ks_free", "ks_mp", "ks_semicircle"))]
+    if len(ok) < min_points:
+        why = {"not_testable": f"{len(ok)} critical point(s) with an exact spectrum compared; PB3 needs {min_points}"}
+        return {"spectrum_points": len(ok), **{k: why for k in (
+            "ks_free", "ks_mp", "ks_semicircle", "ks_free_minus_best_single", "ks_free_median",
+            "ks_best_single_median")}}
     free = [float(c["ks_free"]) for c in ok]
     best = [min(float(c["ks_mp"]), float(c["ks_semicircle"])) for c in ok]
     nan = [float("nan")]
