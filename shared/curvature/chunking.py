@@ -30,9 +30,9 @@ import os
 from typing import Any
 
 import jax
-from jax.extend.core import jaxprs_in_params
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import jaxprs_in_params
 
 from shared.curvature.operators import Operator, static_key
 from shared.parallel import device_mesh, pad_leading, padded_length, replicate, shard_leading, unpad_leading
