@@ -115,10 +115,15 @@ def _jaxpr_has_conv(jaxpr: Any) -> bool:
     return False
 
 
+def one_vector_per_call(op: Operator) -> bool:
+    """The platform rule (module docstring): a convolutional operator on a CPU is not vmapped."""
+    return jax.default_backend() == "cpu" and has_convolution(op)
+
+
 def default_chunk(op: Operator, count: int) -> int:
-    """Vectors per call when the caller names none: 1 for a convolutional operator on a CPU
-    (module docstring), else :func:`auto_chunk`'s memory-budget chunk."""
-    if jax.default_backend() == "cpu" and has_convolution(op):
+    """Vectors per call when the caller names none: 1 where :func:`one_vector_per_call`, else
+    :func:`auto_chunk`'s memory-budget chunk."""
+    if one_vector_per_call(op):
         return 1
     return auto_chunk(op, count)
 

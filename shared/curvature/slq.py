@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from shared.curvature.chunking import SAFETY, has_convolution, matvec_footprint_bytes, memory_budget_bytes
+from shared.curvature.chunking import SAFETY, matvec_footprint_bytes, memory_budget_bytes, one_vector_per_call
 from shared.curvature.failures import require_finite
 from shared.curvature.lanczos import (
     LanczosDecomposition,
@@ -150,7 +150,7 @@ def default_draws_batch(op: Operator, num_steps: int, num_draws: int) -> int:
     """Draws per call when the caller names none: 1 for a convolutional operator on a CPU, where
     vmapped matvecs run convolutions slower per vector (``shared.curvature.chunking``), else
     :func:`auto_draws_batch`."""
-    if jax.default_backend() == "cpu" and has_convolution(op):
+    if one_vector_per_call(op):
         return 1
     return auto_draws_batch(op, num_steps, num_draws)
 
