@@ -52,6 +52,13 @@ def _location(name: str, spec: Mapping[str, Any], workdir: Path | None) -> Path 
     return folder / f"{name}.{spec_hash({'spec': dict(spec), 'code': fingerprint})}.csv"
 
 
+def folder(name: str, spec: Mapping[str, Any]) -> Path | None:
+    """A folder for a resumable computation that is not a table (e.g. training checkpoints),
+    keyed like a chunk on its spec and the code fingerprint; ``None`` outside a workspace."""
+    path = _location(name, spec, None)
+    return None if path is None else path.with_suffix("")
+
+
 def is_cached(name: str, spec: Mapping[str, Any], workdir: Path | None = None) -> bool:
     path = _location(name, spec, workdir)
     return path is not None and path.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -28,6 +29,12 @@ def _outputs(results: Path) -> dict[str, str]:
     return out
 
 
+def _failed_logs(stderr: str) -> str:
+    """The tails of the logs Snakemake names for its failed jobs (what CI shows of a failure)."""
+    paths = dict.fromkeys(re.findall(r"log: (\S+\.log)", stderr))
+    return "".join(f"\n--- {p} ---\n{Path(p).read_text()[-3000:]}" for p in paths if Path(p).is_file())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # alone, the session's smoke DAG (its setup) counts against the limit too
 def test_killed_dag_resumes_to_the_same_results(smoke_results: Path, tmp_path: Path) -> None:
@@ -46,7 +53,7 @@ def test_killed_dag_resumes_to_the_same_results(smoke_results: Path, tmp_path: P
         proc.wait()
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                            check=False)
-    assert final.returncode == 0, final.stderr[-3000:]
+    assert final.returncode == 0, final.stderr[-1500:] + _failed_logs(final.stderr)
     resumed, reference = _outputs(results / "smoke"), _outputs(smoke_results)
     assert resumed.keys() == reference.keys()
     for name in reference:

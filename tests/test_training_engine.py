@@ -138,6 +138,30 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path: Path) -> None:
     assert (tmp_path / "killed" / "4").is_dir()  # orbax step directory
 
 
+def test_a_run_killed_after_its_last_checkpoint_keeps_its_trajectory(tmp_path: Path) -> None:
+    """The rerun of a run killed after its last checkpoint trains nothing; its trajectory
+    must still be the whole path (snapshots live beside the checkpoints by default)."""
+    data = blobs()
+    key = member_key(0, "resume-traj", seed=0)
+
+    def run(folder: Path | None) -> object:
+        net, params, state = init_network(BUILD, init_key(key))
+        return fit(
+            net, params, state, data, optimizer=make_optimizer("sgd", 0.1), epochs=3, batch_size=16,
+            key=train_key(key), checkpoint_dir=None if folder is None else str(folder), trajectory_every=1,
+        )  # fmt: skip
+
+    straight = run(None)
+    run(tmp_path / "ckpt")
+    again = run(tmp_path / "ckpt")  # the step's rerun: starts at epoch 3
+    assert straight.trajectory.shape[0] == 4
+    assert np.array_equal(straight.trajectory, again.trajectory)
+    # a snapshot lost on disk is an error, never a shorter trajectory
+    (tmp_path / "ckpt" / "trajectory" / "epoch_000001.npy").unlink()
+    with pytest.raises(RuntimeError, match=r"snapshots \[1\] are missing"):
+        run(tmp_path / "ckpt")
+
+
 def test_evaluator_counts_every_example_once_and_modes_differ() -> None:
     data = blobs()
     net, params, state = init_network(BUILD, jax.random.key(0))

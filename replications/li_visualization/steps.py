@@ -93,9 +93,11 @@ def train_net(build: Any, key_name: tuple[Any, ...], sets: Mapping[str, Any], tc
     schedule = step_decay(lr, steps_per_epoch, tuple(tcfg["decay_epochs"]), factor=0.1)
     tx = make_optimizer(tcfg["optimizer"], schedule, momentum=tcfg["momentum"], weight_decay=weight_decay)
     kw: dict[str, Any] = {}
-    if resume._WORKSPACE:  # noqa: SLF001 - a killed paper-scale run resumes its training
-        kw["checkpoint_dir"] = str(resume._WORKSPACE[-1][0] / "checkpoints" / "-".join(map(str, key_name)))  # noqa: SLF001
-        kw["checkpoint_every"] = max(1, epochs // 10)
+    spec = {"net": list(key_name), "batch": batch, "weight_decay": weight_decay, "lr": lr, "epochs": epochs,
+            "seed": seed, "trajectory": trajectory, "training": dict(tcfg), "n_train": int(x.shape[0])}
+    folder = resume.folder("checkpoints-" + "-".join(map(str, key_name)), spec)
+    if folder is not None:  # a killed run resumes its training (keyed on settings and code)
+        kw["checkpoint_dir"], kw["checkpoint_every"] = str(folder), max(1, epochs // 10)
     res = fit(net, params, state, Arrays(x, y, sets["test"].x, sets["test"].y), optimizer=tx, epochs=epochs,
               batch_size=batch, key=seeds.derive(seed, MODULE, *key_name, "train"),
               augment=random_crop_flip if tcfg.get("augment") else None, eval_batch_size=tcfg["eval_batch"],

@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -130,7 +131,9 @@ def fit(
     ``loss`` is per-example (``cross_entropy`` by default). Evaluation of the test
     set (and of the clean training set with ``eval_train``) runs every
     ``eval_every`` epochs in ``eval_bn_mode``. Checkpoints are written every
-    ``checkpoint_every`` epochs, trajectory snapshots every ``trajectory_every``.
+    ``checkpoint_every`` epochs, trajectory snapshots every ``trajectory_every``
+    (to ``trajectory_dir``, by default ``<checkpoint_dir>/trajectory`` when checkpointing,
+    so that a resumed run has the snapshots taken before it was killed).
     """
     return _train(
         net, params, model_state, data, optimizer=optimizer, epochs=epochs,
@@ -237,6 +240,9 @@ def _train(
     compile_time = time.perf_counter() - t_compile
 
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None
+    if ckpt is not None and trajectory_every and trajectory_dir is None:
+        # a resumed run must find the snapshots taken before the kill: keep them beside the checkpoints
+        trajectory_dir = str(Path(checkpoint_dir) / "trajectory")
     traj = Trajectory(trajectory_every, trajectory_dir) if trajectory_every else None
     rows: list[dict[str, Any]] = []
     start, wall_offset = 0, 0.0
@@ -249,6 +255,10 @@ def _train(
             wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
     if traj is not None:
         traj.load_existing(start)
+        missing = [e for e in range(start + 1) if traj.due(e, epochs) and e not in traj.snapshots] if start else []
+        if missing:
+            raise RuntimeError(f"resuming {desc} at epoch {start}: trajectory snapshots {missing} are missing "
+                               f"from {trajectory_dir}")
         if start == 0:
             traj.record(0, flatten_params(ts.params, ensemble))
 
