@@ -100,6 +100,27 @@ def test_direction_is_deterministic_in_the_key(params):
     assert not np.allclose(a, c)
 
 
+def test_gaussian_draw_is_standard_normal_across_blocks_and_keeps_the_tree():
+    """The blocked stream (2^16 per block) is N(0, 1) and i.i.d.: a KS test against N(0, 1) on
+    each of three blocks and on a leaf that straddles a block boundary; non-float leaves are zero."""
+    from scipy import stats
+
+    from shared.landscape.directions import _BLOCK, gaussian_like
+
+    tree = {"a": jnp.zeros((_BLOCK - 1000,), jnp.float32), "b": jnp.zeros((40, 50, 60), jnp.float32),
+            "n": jnp.zeros((3,), jnp.int32), "c": jnp.zeros((7,), jnp.float64)}
+    d = gaussian_like(tree, jax.random.key(0))
+    assert jax.tree_util.tree_structure(d) == jax.tree_util.tree_structure(tree)
+    assert all(x.shape == y.shape and x.dtype == y.dtype for x, y in zip(_leaves(d), _leaves(tree), strict=True))
+    np.testing.assert_array_equal(np.asarray(d["n"]), 0)
+    flat = np.concatenate([np.ravel(d[k]) for k in ("a", "b")])  # tree order: a, b, c, n
+    for part in (flat[:_BLOCK], flat[_BLOCK : 2 * _BLOCK], flat[-_BLOCK:], np.ravel(d["b"])[:5000]):
+        assert stats.kstest(part, "norm").pvalue > 1e-3
+    # consecutive blocks are not copies of each other, and the stream depends on the key
+    assert abs(np.corrcoef(flat[:_BLOCK], flat[_BLOCK : 2 * _BLOCK])[0, 1]) < 0.02
+    assert not np.allclose(np.asarray(d["a"]), np.asarray(gaussian_like(tree, jax.random.key(1))["a"]))
+
+
 def test_between_gives_the_interpolation_direction(params):
     other = jax.tree_util.tree_map(lambda w: 2 * w + 1, params)
     d = between(params, other)
