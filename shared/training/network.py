@@ -96,8 +96,15 @@ def network_from_model(model: nnx.Module) -> tuple[Network, Any, Any]:
 
 
 def init_network(build: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> tuple[Network, Any, Any]:
-    """Build a model from ``key`` and return ``(Network, params, state)``."""
-    return network_from_model(build(nnx.Rngs(key)))
+    """Build a model from ``key`` and return ``(Network, params, state)``.
+
+    The initialisers draw with the classic (non-partitionable) threefry: the same distributions,
+    other values than JAX's default, and XLA:CPU compiles each leaf shape's draw about 4x faster
+    (a ResNet-8's first initialisation in a process: 17.7 s -> 4.2 s). Weights are drawn
+    unsharded, so nothing is lost.
+    """
+    with jax.threefry_partitionable(False):
+        return network_from_model(build(nnx.Rngs(key)))
 
 
 def init_ensemble(build: Callable[[nnx.Rngs], nnx.Module], keys: jax.Array) -> tuple[Network, Any, Any]:
@@ -109,5 +116,6 @@ def init_ensemble(build: Callable[[nnx.Rngs], nnx.Module], keys: jax.Array) -> t
         _, p, s = network_from_model(build(nnx.Rngs(key)))
         return p, s
 
-    params, state = jax.vmap(one)(keys)
+    with jax.threefry_partitionable(False):  # as init_network: member i equals its draws
+        params, state = jax.vmap(one)(keys)
     return net, params, state
