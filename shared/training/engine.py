@@ -240,7 +240,7 @@ def _train(
     compile_time = time.perf_counter() - t_compile
 
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None
-    if ckpt is not None and trajectory_every and trajectory_dir is None:
+    if checkpoint_dir and trajectory_every and trajectory_dir is None:
         # a resumed run must find the snapshots taken before the kill: keep them beside the checkpoints
         trajectory_dir = str(Path(checkpoint_dir) / "trajectory")
     traj = Trajectory(trajectory_every, trajectory_dir) if trajectory_every else None
