@@ -102,6 +102,19 @@ CLAIMS_SCHEMA: dict[str, Any] = {
         },
         "conventions": {"type": "string"},
         "notes": {"type": "string"},
+        "paper_tables": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["source", "columns", "rows"],
+                "additionalProperties": False,
+                "properties": {
+                    "source": {"type": "string"},
+                    "columns": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "rows": {"type": "array", "minItems": 1, "items": {"type": "array"}},
+                },
+            },
+        },
         "claims": {
             "type": "array",
             "minItems": 1,
@@ -242,7 +255,26 @@ def load_claims(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: duplicate claim ids in {ids}")
     for c in claims["claims"]:
         _check_paper_spread(c, where=str(path))
+    for name, table in claims.get("paper_tables", {}).items():
+        width = len(table["columns"])
+        bad = [i for i, row in enumerate(table["rows"]) if len(row) != width]
+        if bad:
+            raise ValueError(f"{path}: paper_tables.{name}: rows {bad} do not have the {width} columns "
+                             f"{table['columns']}")
     return claims
+
+
+def paper_table(claims: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """A table of the paper's numbers from ``claims.yaml``'s ``paper_tables``: one dict per row.
+
+    The paper's numbers live only in ``claims.yaml`` (cited in ``source``); code reads them
+    from here to show them beside ours, never types them.
+    """
+    tables = claims.get("paper_tables", {})
+    if name not in tables:
+        raise KeyError(f"paper_tables has no {name!r}; it has {sorted(tables)}")
+    table = tables[name]
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["rows"]]
 
 
 def _iter_rules(rule: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

@@ -359,3 +359,14 @@ def test_c7_fails_when_the_restricted_network_loses_accuracy(claims) -> None:  #
     assert judge(claims["C7"], steps.redundancy_measurements(half)).verdict == "partially reproduced"
     real = pd.DataFrame(dict(accuracy_lost=[0.0], max_distinct_values_per_layer=[5]))
     assert judge(claims["C7-values"], steps.redundancy_measurements(real)).verdict == "not reproduced"
+
+
+def test_table1_is_read_from_claims_yaml_and_matches_the_c5_claim() -> None:
+    """Table 1's ρ per width comes from claims.yaml's ``paper_tables``; C5's paper_value shows the
+    same numbers (the two cannot drift)."""
+    from shared.claims import load_claims
+
+    rho = theory.paper_rho()
+    assert sorted(rho) == [25, 50, 100, 250, 500]
+    c5 = next(c for c in load_claims(theory.CLAIMS_PATH)["claims"] if c["id"] == "C5")
+    assert {int(k): float(v) for k, v in c5["paper_value"].items()} == rho

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.claims import MissingQuantity, apply_rule, judge, load_claims
+from shared.claims import MissingQuantity, apply_rule, judge, load_claims, paper_table
 from shared.config import available_modules, module_dir
 
 
@@ -106,6 +106,53 @@ def test_claims_schema_rejects_a_claim_without_a_rule(tmp_path: Path) -> None:
     bad.write_text("paper: {citation: x}\nclaims:\n  - {id: A, statement: s, where: w, measured: m}\n")
     with pytest.raises(Exception, match="rule"):
         load_claims(bad)
+
+
+def test_paper_tables_are_read_by_row_and_a_ragged_row_is_rejected(tmp_path: Path) -> None:
+    head = ("paper: {citation: x}\nclaims:\n  - {id: A, statement: s, where: w, measured: m,"
+            " rule: {type: equals, quantity: q, target: 1}}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(head + "paper_tables:\n  t1: {source: Table 1, columns: [n, rho],"
+                    " rows: [[25, 0.76], [50, 0.69]]}\n")
+    assert paper_table(load_claims(good), "t1") == [{"n": 25, "rho": 0.76}, {"n": 50, "rho": 0.69}]
+    with pytest.raises(KeyError, match="t1"):
+        paper_table(load_claims(good), "t2")
+    ragged = tmp_path / "ragged.yaml"
+    ragged.write_text(head + "paper_tables:\n  t1: {source: Table 1, columns: [n, rho], rows: [[25, 0.76], [50]]}\n")
+    with pytest.raises(ValueError, match=r"paper_tables.t1: rows \[1\]"):
+        load_claims(ragged)
+    unsourced = tmp_path / "unsourced.yaml"
+    unsourced.write_text(head + "paper_tables:\n  t1: {columns: [n], rows: [[25]]}\n")
+    with pytest.raises(Exception, match="source"):
+        load_claims(unsourced)
+
+
+def _numbers_typed_as_paper_constants(path: Path) -> list[str]:
+    """Module-level names ``PAPER_*`` whose value contains a number literal."""
+    import ast
+
+    found = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
+        names = [t.id for t in targets if isinstance(t, ast.Name) and t.id.upper().startswith("PAPER")]
+        value = getattr(node, "value", None)
+        if names and value is not None and any(isinstance(c, ast.Constant) and isinstance(c.value, (int, float))
+                                               and not isinstance(c.value, bool) for c in ast.walk(value)):
+            found.append(f"{path.name}: {names[0]}")
+    return found
+
+
+def test_no_module_types_a_paper_number_in_code(tmp_path: Path) -> None:
+    """The paper's numbers live only in claims.yaml: no replication module holds a ``PAPER_*``
+    constant with a number in it (the guard fires on a planted one)."""
+    root = Path(__file__).resolve().parents[1] / "replications"
+    assert [hit for py in sorted(root.glob("*/*.py")) for hit in _numbers_typed_as_paper_constants(py)] == []
+    planted = tmp_path / "theory.py"
+    planted.write_text("PAPER_RHO = {25: 0.7616}\nPAPER_DATA = {'f1': 'MNIST'}\n")
+    assert _numbers_typed_as_paper_constants(planted) == ["theory.py: PAPER_RHO"]
 
 
 def test_a_check_that_holds_by_construction_is_marked_and_not_counted_as_evidence() -> None:

@@ -56,6 +56,28 @@ def test_paper_gap_is_table2_difference() -> None:
     assert theory.lb_batch_size(50000) == 5000
 
 
+def test_paper_tables_cover_every_cell_and_agree_with_the_gap_claims() -> None:
+    """Tables 2–4 come from claims.yaml's ``paper_tables`` and cover every network and cell; each
+    ``within_paper_spread`` claim's paper_value is Table 2's SB − LB gap (the two cannot drift)."""
+    from shared.claims import load_claims
+
+    acc, sharp = theory.paper_accuracy(), theory.paper_sharpness()
+    assert set(acc) == set(sharp) == set(theory.NETWORKS)
+    for net in theory.NETWORKS:
+        assert set(acc[net]) == {f"{s}_{r}" for s in ("train", "test") for r in ("sb", "lb")}
+        assert set(sharp[net]) == {(sp, e, r) for sp in ("full", "subspace") for e in (1e-3, 5e-4)
+                                   for r in ("sb", "lb")}
+    assert sharp["f1"][("full", 1e-3, "lb")] == (205.14, 69.52)
+    claims = load_claims(theory.CLAIMS_PATH)["claims"]
+    spread = [c for c in claims if c["rule"]["type"] == "within_paper_spread"]
+    assert spread
+    for c in spread:
+        net = c["rule"]["quantity"].removeprefix("test_gap_")
+        gap = theory.paper_gap(net)
+        assert c["paper_value"]["mean"] == pytest.approx(gap["mean"], abs=1e-6), c["id"]
+        assert c["paper_value"]["sd"] == pytest.approx(gap["sd"], abs=1e-6), c["id"]
+
+
 # --- the module's call of Metric 2.1 and its interpolation ------------------------------------------
 
 def _mlp(seed: int = 0):  # type: ignore[no-untyped-def]

@@ -43,9 +43,6 @@ NEGATIVE_RTOL = 1e-4  # spin glass: a Riemannian Hessian eigenvalue below −1e-
 SMALLEST_BATCH = 8  # a batch of runs still descending is padded to a power of two, at least this
 INDEX_RTOLS_SHOWN = (1e-3, 1e-2)  # networks: the normalized index at these thresholds too (table only)
 BOOTSTRAP = 1999  # resamples of the intervals in the tables and figures (BCa, seeded)
-# Table 1 of the paper, ρ(train, test) across 1,000 solutions per width, as read by a third-party
-# note [S] (shared/papers/CLAIMS.md, Module 3): shown beside ours, never a threshold
-PAPER_RHO = {25: 0.7616, 50: 0.6861, 100: 0.5983, 250: 0.5302, 500: 0.4081}
 CONVENTION = "H(w) = Λ⁻¹ Σ X_ijk w_i w_j w_k on Σw_i² = Λ, X ~ N(0,1); minimised; energy H/Λ"
 
 
@@ -556,7 +553,7 @@ def network_summary(runs: pd.DataFrame, blocks: int) -> pd.DataFrame:
             test_error_mean=float(ok.test_error.mean()), train_error_mean=float(ok.train_error.mean()),
             rho=float(np.corrcoef(tr, te)[0, 1]), rho_low=r_lo, rho_high=r_hi,
             rho_blocks=" ".join(f"{r:.3f}" for r in rho_blocks(tr, te, blocks)),
-            rho_paper=PAPER_RHO.get(int(n_hidden), math.nan),
+            rho_paper=theory.paper_rho().get(int(n_hidden), math.nan),
         ))
     return pd.DataFrame(rows)
 
@@ -725,12 +722,12 @@ def _plot_rho(summary: pd.DataFrame, setup: str, blocks: int) -> FigureOut:
     err = np.array([summary.rho - summary.rho_low, summary.rho_high - summary.rho])
     ax.errorbar(summary.n_hidden, summary.rho, yerr=np.clip(err, 0, None), fmt="o-", capsize=3,
                 label="ours (95% BCa bootstrap)")
-    paper = sorted(PAPER_RHO.items())
+    paper = sorted(theory.paper_rho().items())
     ax.plot([p[0] for p in paper], [p[1] for p in paper], "s--", color="#c62828",
             label="paper, Table 1 (MNIST 10×10; third-party reading [S])")
     ax.set(xscale="log", xlabel="hidden units n₁", ylabel="ρ(train loss, test loss)",
            title="Correlation of train and test loss vs width")
-    _width_ticks(ax, sorted({*summary.n_hidden, *PAPER_RHO}))
+    _width_ticks(ax, sorted({*summary.n_hidden, *theory.paper_rho()}))
     ax.legend(fontsize=8)
     parts = [f"n₁ = {r.n_hidden}: ours {r.rho:.3f} [{r.rho_low:.3f}, {r.rho_high:.3f}]"
              + (f", paper {r.rho_paper:.4f}" if np.isfinite(r.rho_paper) else "") for _, r in summary.iterrows()]

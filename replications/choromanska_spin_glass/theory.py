@@ -51,11 +51,22 @@ root of ``complexity`` found by ``scipy.optimize.brentq``.
 from __future__ import annotations
 
 import math
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 from scipy import optimize
 
+from shared.claims import load_claims, paper_table
+
 P_SPIN = 3  # the paper's H = 3
+CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
+
+
+@cache
+def paper_rho() -> dict[int, float]:
+    """Table 1's ρ(train, test) by width n₁, from ``claims.yaml`` ``paper_tables.table1_rho`` ([S])."""
+    return {int(r["n_hidden"]): float(r["rho"]) for r in paper_table(load_claims(CLAIMS_PATH), "table1_rho")}
 
 
 # --- reference energies (ABČ 2013) -------------------------------------------------------

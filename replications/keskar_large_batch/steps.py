@@ -423,7 +423,7 @@ def table2(runs: pd.DataFrame, networks: Mapping[str, Any]) -> pd.DataFrame:
         spec = networks.get(slot)
         for regime in ("sb", "lb"):
             for split in ("train", "test"):
-                p_mean, p_sd = theory.PAPER_TABLE2[slot][f"{split}_{regime}"]
+                p_mean, p_sd = theory.paper_accuracy()[slot][f"{split}_{regime}"]
                 sel, excluded = _used(runs, slot, regime)
                 mean, sd = _mean_sd(sel[f"{split}_acc"]) if len(sel) else (math.nan, math.nan)
                 rows.append({"network": _label(slot, spec), "slot": slot, "regime": regime.upper(), "split": split,
@@ -441,7 +441,7 @@ def sharpness_table(runs: pd.DataFrame, networks: Mapping[str, Any], space: str)
         spec = networks.get(slot)
         for eps in (1e-3, 5e-4):
             for regime in ("sb", "lb"):
-                p_mean, p_sd = theory.PAPER_SHARPNESS[slot][(space, eps, regime)]
+                p_mean, p_sd = theory.paper_sharpness()[slot][(space, eps, regime)]
                 col = f"sharp_{cell_name(space, eps)}"
                 sel, excluded = _used(runs, slot, regime)
                 ok = len(sel) and col in sel

@@ -18,15 +18,19 @@ large-batch (LB) Adam reach from x₀.
   ``min_delta``) for ``patience`` consecutive epochs (Keras ``EarlyStopping`` on the training
   loss), or at a cap ``max_epochs`` (then marked capped).
 
-The paper's Tables 2–4 (``shared/papers/CLAIMS.md``, Module 5, verified [V]) are below, as
-(mean, sd) over 5 runs; accuracies as fractions.
+The paper's Tables 2–4 (``shared/papers/CLAIMS.md``, Module 5, verified [V]) are in
+``claims.yaml`` (``paper_tables``), as (mean, sd) over 5 runs; accuracies as fractions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 
 import numpy as np
+
+from shared.claims import load_claims, paper_table
 
 NETWORKS = ("f1", "f2", "c1", "c2", "c3", "c4")
 PAPER_DATA = {"f1": "MNIST", "f2": "TIMIT", "c1": "CIFAR-10", "c2": "CIFAR-10", "c3": "CIFAR-100",
@@ -37,57 +41,36 @@ SB_BATCH = 256  # §2.2
 LB_FRACTION = 0.1  # §2.2: LB = 10 % of the training set
 ALPHA_RANGE = (-1.0, 2.0)  # Figure 3
 
-# Table 2: accuracy (mean, sd) over 5 runs: train SB, train LB, test SB, test LB
-PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
-    "f1": {"train_sb": (0.9966, 0.0005), "train_lb": (0.9992, 0.0001), "test_sb": (0.9803, 0.0007),
-           "test_lb": (0.9781, 0.0007)},
-    "f2": {"train_sb": (0.9999, 0.0003), "train_lb": (0.9835, 0.0208), "test_sb": (0.6402, 0.002),
-           "test_lb": (0.5945, 0.0105)},
-    "c1": {"train_sb": (0.9989, 0.0002), "train_lb": (0.9966, 0.002), "test_sb": (0.8004, 0.0012),
-           "test_lb": (0.7726, 0.0042)},
-    "c2": {"train_sb": (0.9999, 0.0004), "train_lb": (0.9999, 0.0001), "test_sb": (0.8924, 0.0012),
-           "test_lb": (0.8726, 0.0007)},
-    "c3": {"train_sb": (0.9956, 0.0044), "train_lb": (0.9988, 0.0030), "test_sb": (0.4958, 0.0039),
-           "test_lb": (0.4645, 0.0043)},
-    "c4": {"train_sb": (0.9910, 0.0123), "train_lb": (0.9957, 0.0184), "test_sb": (0.6308, 0.005),
-           "test_lb": (0.5781, 0.0017)},
-}
-# Tables 3 (full space, A = I) and 4 (random 100-dim subspace): Metric 2.1, (mean, sd), per
-# (space, ε, regime)
-SharpCell = tuple[str, float, str]
-PAPER_SHARPNESS: dict[str, dict[SharpCell, tuple[float, float]]] = {
-    "f1": {("full", 1e-3, "sb"): (1.23, 0.83), ("full", 1e-3, "lb"): (205.14, 69.52),
-           ("full", 5e-4, "sb"): (0.61, 0.27), ("full", 5e-4, "lb"): (42.90, 17.14),
-           ("subspace", 1e-3, "sb"): (0.11, 0.00), ("subspace", 1e-3, "lb"): (9.22, 0.56),
-           ("subspace", 5e-4, "sb"): (0.05, 0.00), ("subspace", 5e-4, "lb"): (9.17, 0.14)},
-    "f2": {("full", 1e-3, "sb"): (1.39, 0.02), ("full", 1e-3, "lb"): (310.64, 38.46),
-           ("full", 5e-4, "sb"): (0.90, 0.05), ("full", 5e-4, "lb"): (93.15, 6.81),
-           ("subspace", 1e-3, "sb"): (0.29, 0.02), ("subspace", 1e-3, "lb"): (23.63, 0.54),
-           ("subspace", 5e-4, "sb"): (0.05, 0.00), ("subspace", 5e-4, "lb"): (6.28, 0.19)},
-    "c1": {("full", 1e-3, "sb"): (28.58, 3.13), ("full", 1e-3, "lb"): (707.23, 43.04),
-           ("full", 5e-4, "sb"): (7.08, 0.88), ("full", 5e-4, "lb"): (227.31, 23.23),
-           ("subspace", 1e-3, "sb"): (2.18, 0.23), ("subspace", 1e-3, "lb"): (137.25, 21.60),
-           ("subspace", 5e-4, "sb"): (0.71, 0.15), ("subspace", 5e-4, "lb"): (29.50, 7.48)},
-    "c2": {("full", 1e-3, "sb"): (8.68, 1.32), ("full", 1e-3, "lb"): (925.32, 38.29),
-           ("full", 5e-4, "sb"): (2.07, 0.86), ("full", 5e-4, "lb"): (175.31, 18.28),
-           ("subspace", 1e-3, "sb"): (0.95, 0.34), ("subspace", 1e-3, "lb"): (25.09, 2.61),
-           ("subspace", 5e-4, "sb"): (0.31, 0.08), ("subspace", 5e-4, "lb"): (5.82, 0.52)},
-    "c3": {("full", 1e-3, "sb"): (29.85, 5.98), ("full", 1e-3, "lb"): (258.75, 8.96),
-           ("full", 5e-4, "sb"): (8.56, 0.99), ("full", 5e-4, "lb"): (105.11, 13.22),
-           ("subspace", 1e-3, "sb"): (17.02, 2.20), ("subspace", 1e-3, "lb"): (236.03, 31.26),
-           ("subspace", 5e-4, "sb"): (4.03, 1.45), ("subspace", 5e-4, "lb"): (86.96, 27.39)},
-    "c4": {("full", 1e-3, "sb"): (12.83, 3.84), ("full", 1e-3, "lb"): (421.84, 36.97),
-           ("full", 5e-4, "sb"): (4.07, 0.87), ("full", 5e-4, "lb"): (109.35, 16.57),
-           ("subspace", 1e-3, "sb"): (6.05, 1.13), ("subspace", 1e-3, "lb"): (72.99, 10.96),
-           ("subspace", 5e-4, "sb"): (1.89, 0.33), ("subspace", 5e-4, "lb"): (19.85, 4.12)},
-}
+SharpCell = tuple[str, float, str]  # (space, ε, regime) of Tables 3 and 4
+CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
+
+
+@cache
+def paper_accuracy() -> dict[str, dict[str, tuple[float, float]]]:
+    """Table 2 (``claims.yaml`` ``paper_tables.table2_accuracy``): {network: {"test_sb": (mean, sd), ..}}."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for row in paper_table(load_claims(CLAIMS_PATH), "table2_accuracy"):
+        out.setdefault(row["network"], {})[f"{row['split']}_{row['regime']}"] = (row["mean"], row["sd"])
+    return out
+
+
+@cache
+def paper_sharpness() -> dict[str, dict[SharpCell, tuple[float, float]]]:
+    """Tables 3 and 4 (``paper_tables.sharpness``): {network: {(space, ε, regime): (mean, sd)}}."""
+    out: dict[str, dict[SharpCell, tuple[float, float]]] = {}
+    for row in paper_table(load_claims(CLAIMS_PATH), "sharpness"):
+        cell = (row["space"], float(row["epsilon"]), row["regime"])
+        out.setdefault(row["network"], {})[cell] = (row["mean"], row["sd"])
+    return out
+
+
 F2_NOT_TESTABLE = ("F2 is a fully connected network on TIMIT (speech frames), which is licensed by the LDC and "
                    "not available to this project; the paper's F2 rows are shown for reference only")
 
 
 def paper_gap(network: str) -> dict[str, float]:
     """Table 2's test-accuracy gap SB − LB as {mean, sd}, sd = √(sd_SB² + sd_LB²) (independent runs)."""
-    sb, lb = PAPER_TABLE2[network]["test_sb"], PAPER_TABLE2[network]["test_lb"]
+    sb, lb = paper_accuracy()[network]["test_sb"], paper_accuracy()[network]["test_lb"]
     return {"mean": sb[0] - lb[0], "sd": float(np.hypot(sb[1], lb[1]))}
 
 

@@ -185,7 +185,7 @@ def vgg(cfg: dict[str, Any]) -> StepResult:
             runs.append({"weight_decay": wd, "regime": regime, "batch": batch, "epochs": v["epochs"],
                          "test_error_pct": tr["test_error"], "train_loss": tr["train_loss"], "weight_norm": wnorm,
                          "failed": tr["failed"], "analogue": v["analogue"],
-                         "paper_test_error_pct_unverified": theory.PAPER_TEST_ERROR_UNVERIFIED.get(key, np.nan)})
+                         "paper_test_error_pct_unverified": theory.paper_test_error_unverified().get(key, np.nan)})
             print(f"[{MODULE}] vgg {regime} wd={wd:g}: test error {tr['test_error']:.2f} % "
                   f"({time.time() - t0:.1f} s)", flush=True)
             obj, params = surface_objective(tr, sets, cfg)
@@ -206,7 +206,7 @@ def vgg(cfg: dict[str, Any]) -> StepResult:
 
 
 def vgg_paper_key(regime: str, wd: float) -> str:
-    """The key of ``theory.PAPER_TEST_ERROR_UNVERIFIED`` for a VGG run: ``vgg9_sb_wd0``, ``vgg9_lb_wd5e-4``."""
+    """The key of ``theory.paper_test_error_unverified()`` for a VGG run: ``vgg9_sb_wd0``, ``vgg9_lb_wd5e-4``."""
     mantissa, exponent = f"{wd:.0e}".split("e")
     return f"vgg9_{regime}_wd" + ("0" if wd == 0 else f"{mantissa}e{int(exponent)}")
 
@@ -409,7 +409,7 @@ def resnets(cfg: dict[str, Any]) -> StepResult:
                      "base_width": r["base_width"], "lr": lr, "epochs": r["epochs"],
                      "test_error_pct": tr["test_error"], "train_loss": tr["train_loss"], "failed": tr["failed"],
                      "analogue_of": sp.paper_name if r["analogue"] else "",
-                     "paper_test_error_pct_unverified": theory.PAPER_TEST_ERROR_UNVERIFIED.get(sp.paper_name, np.nan),
+                     "paper_test_error_pct_unverified": theory.paper_test_error_unverified().get(sp.paper_name, np.nan),
                      **row})
         print(f"[{MODULE}] {sp.name}: test error {tr['test_error']:.2f} %, minima {row['grid_minima']}, "
               f"nc {row['grid_nc_fraction']:.3f} ({time.time() - t0:.1f} s: training {t_train:.1f}, Hessian map "

@@ -27,25 +27,26 @@ interpolation shows at each end, §4, Figs. 2–3), the mean rise of a filter-no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 
+from shared.claims import load_claims, paper_table
+
 Vec: TypeAlias = Sequence[float] | np.ndarray | pd.Series
 
-# Test errors (%) quoted from the paper via a page-cited extraction, NOT checked against the PDF:
-# shared/papers/CLAIMS.md Module 7 tags them [S]. Shown beside ours as "paper (unverified)", never
-# used as thresholds.
-PAPER_TEST_ERROR_UNVERIFIED: dict[str, float] = {
-    "vgg9_sb_wd0": 7.37, "vgg9_lb_wd0": 11.07,            # p. 5
-    "vgg9_sb_wd5e-4": 6.0, "vgg9_lb_wd5e-4": 10.19,       # p. 5
-    "resnet20": 7.37, "resnet110": 5.79,                  # p. 7
-    "resnet20_noshort": 8.18, "resnet110_noshort": 16.44,  # p. 7
-    "resnet56": 5.89, "resnet56_noshort": 13.31,          # p. 8
-    "wrn56_8": 3.93, "wrn56_8_noshort": 8.70,             # p. 8
-}
-PAPER_PCA_RANGE_UNVERIFIED = (0.40, 0.90)  # §7, p. 11 [S]: two PCs explain 40–90 % of the motion
+CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
+
+
+@cache
+def paper_test_error_unverified() -> dict[str, float]:
+    """The paper's test errors (%) by run name (``vgg9_sb_wd0``, ``resnet56_noshort``, ..), from
+    ``claims.yaml`` ``paper_tables.test_error_unverified`` ([S]: shown beside ours, never a threshold)."""
+    rows = paper_table(load_claims(CLAIMS_PATH), "test_error_unverified")
+    return {row["run"]: float(row["test_error_pct"]) for row in rows}
 
 
 def grid_local_minima(z: np.ndarray) -> int:
