@@ -2,7 +2,9 @@
 
 ``code_fingerprint(module)`` hashes the contents of the module's own Python files and of
 every Python file under ``shared/`` (coarse on purpose: an edit anywhere in the shared
-package reruns every module, an edit in one module reruns only that module). It is a
+package reruns every module, an edit in one module reruns only that module), and the
+``paper_tables`` of the module's ``claims.yaml`` (data its steps print beside ours; the
+claims' rules are not part of it: a verdict rule reads only the measurements). It is a
 Snakemake param of every generated rule (a changed fingerprint reruns the rule) and part
 of every resumable chunk's key (``shared.resume``), so a number is never reused from code
 that no longer exists.
@@ -11,8 +13,11 @@ that no longer exists.
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cache
 from pathlib import Path
+
+import yaml
 
 from shared.config import ROOT
 
@@ -43,4 +48,15 @@ def code_fingerprint(module: str) -> str:
     parts = [tree_fingerprint(str(shared))]
     if shared not in own.parents:
         parts.append(tree_fingerprint(str(own)))
+    parts.append(paper_tables_fingerprint(str(own / "claims.yaml")))
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+@cache
+def paper_tables_fingerprint(claims_path: str) -> str:
+    """sha256 of the ``paper_tables`` section of a ``claims.yaml`` ("" without one)."""
+    path = Path(claims_path)
+    if not path.exists():
+        return ""
+    tables = (yaml.safe_load(path.read_text()) or {}).get("paper_tables", {})
+    return hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
