@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from shared.curvature.operators import Operator, Static, apply, static_key
+from shared.curvature.operators import Operator, Static, apply, join_callable, split_callable
 
 Reduction = Literal["mean", "sum"]
 LossFn = Callable[[Any, Any], jax.Array]
@@ -169,30 +169,26 @@ def reduce_batches(
     return total
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class _HessianMatvec:
-    """H v = Σ_b w_b ∂²loss_fn(θ, batch_b) v, forward-over-reverse per batch."""
+    """H v = Σ_b w_b ∂²loss_fn(θ, batch_b) v, forward-over-reverse per batch.
 
-    loss_fn: LossFn
+    ``loss`` is the loss's static part (:func:`split_callable`); ``args`` are
+    ``(params, data, loss leaves)``, so a pytree loss's arrays are traced, never constants.
+    """
+
+    loss: Static
     reduction: Reduction
     unroll: bool | None = None
 
-    def _key(self) -> tuple:
-        return (static_key(self.loss_fn), self.reduction, self.unroll)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _HessianMatvec) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __call__(self, args: tuple[Any, Batches], v: jax.Array) -> jax.Array:
-        params, data = args
+    def __call__(self, args: tuple[Any, Batches, Any], v: jax.Array) -> jax.Array:
+        params, data, leaves = args
+        loss_fn = join_callable(self.loss, leaves)
         flat, unravel = ravel_pytree(params)
         tangent = unravel(v.astype(flat.dtype))
 
         def batch_hvp(batch: Any) -> jax.Array:
-            grad = lambda p: jax.grad(self.loss_fn)(p, batch)
+            grad = lambda p: jax.grad(loss_fn)(p, batch)
             return ravel_pytree(jax.jvp(grad, (params,), (tangent,))[1])[0]
 
         return reduce_batches(batch_hvp, data, self.reduction, self.unroll)
@@ -206,12 +202,17 @@ def hessian_operator(
     reduction: Reduction,
     unroll_batches: bool | None = None,
 ) -> Operator:
-    """The Hessian of the full loss (module docstring) as an :class:`Operator` on raveled θ."""
+    """The Hessian of the full loss (module docstring) as an :class:`Operator` on raveled θ.
+
+    A ``loss_fn`` that is a registered pytree has its arrays traced (:func:`split_callable`):
+    equal structures reuse the compiled code.
+    """
     flat, _ = ravel_pytree(params)
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         raise TypeError(f"params must be floating point, got {flat.dtype}")
-    fn = _HessianMatvec(loss_fn, reduction, unroll_batches)
-    return Operator(fn, (params, data), flat.size, flat.dtype)
+    static, leaves = split_callable(loss_fn)
+    fn = _HessianMatvec(static, reduction, unroll_batches)
+    return Operator(fn, (params, data, leaves), flat.size, flat.dtype)
 
 
 def hvp(
@@ -230,16 +231,18 @@ def hvp(
 
 @partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
 def _full_loss(
-    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
+    loss: Static, leaves: Any, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
 ) -> jax.Array:
-    return reduce_batches(lambda b: loss.value(params, b), data, reduction, unroll)
+    fn = join_callable(loss, leaves)
+    return reduce_batches(lambda b: fn(params, b), data, reduction, unroll)
 
 
 @partial(jax.jit, static_argnames=("loss", "reduction", "unroll"))
 def _full_gradient(
-    loss: Static, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
+    loss: Static, leaves: Any, params: Any, data: Batches, reduction: Reduction, unroll: bool | None
 ) -> jax.Array:
-    grad = lambda b: ravel_pytree(jax.grad(loss.value)(params, b))[0]
+    fn = join_callable(loss, leaves)
+    grad = lambda b: ravel_pytree(jax.grad(fn)(params, b))[0]
     return reduce_batches(grad, data, reduction, unroll)
 
 
@@ -248,7 +251,7 @@ def full_loss(
     unroll_batches: bool | None = None,
 ) -> jax.Array:
     """L(θ) over all batches, weighted as in the module docstring (jitted)."""
-    return _full_loss(Static(loss_fn), params, data, reduction, unroll_batches)
+    return _full_loss(*split_callable(loss_fn), params, data, reduction, unroll_batches)
 
 
 def full_gradient(
@@ -256,4 +259,4 @@ def full_gradient(
     unroll_batches: bool | None = None,
 ) -> jax.Array:
     """∇L(θ), raveled, over all batches (jitted)."""
-    return _full_gradient(Static(loss_fn), params, data, reduction, unroll_batches)
+    return _full_gradient(*split_callable(loss_fn), params, data, reduction, unroll_batches)

@@ -5,7 +5,10 @@ static (hashable) function and ``args`` a pytree of arrays. It is itself a pytre
 can be passed *as an argument* to ``jax.jit``-compiled estimators: the data and parameters
 in ``args`` are traced inputs rather than constants baked into the compiled program, and a
 second call with new parameters or data of the same shapes reuses the compiled code as
-long as ``fn`` compares equal (same loss function object).
+long as ``fn`` compares equal: the same plain loss function object, or, for a loss that is a
+registered pytree (``shared.landscape.BatchLoss``), the same structure — its arrays (e.g.
+BatchNorm statistics) travel in ``args`` (:func:`split_callable`), so two networks of one
+architecture share compiled code.
 
 Stacks of vectors are rows: ``V`` has shape ``[k, n]`` and ``matmat(V)[i] = A V[i]``.
 """
@@ -48,6 +51,23 @@ class Static:
 
     def __hash__(self) -> int:
         return hash(static_key(self.value))
+
+
+def split_callable(fn: Any) -> tuple[Static, Any]:
+    """(static part, traced leaves) of a callable: a registered pytree (e.g. an ``Objective``)
+    is flattened so its arrays are jit arguments and its structure (compared by value) the
+    static key; a plain function is static as a whole (None: no leaves)."""
+    leaves, treedef = jax.tree_util.tree_flatten(fn)
+    if len(leaves) == 1 and leaves[0] is fn:
+        return Static(fn), None
+    return Static(treedef), leaves
+
+
+def join_callable(static: Static, leaves: Any) -> Any:
+    """Inverse of :func:`split_callable` (inside traced code)."""
+    if leaves is None:
+        return static.value
+    return jax.tree_util.tree_unflatten(static.value, leaves)
 
 
 @jax.tree_util.register_dataclass

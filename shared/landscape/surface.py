@@ -87,21 +87,23 @@ class _Stateless:
         return self.fn.value(params, x)
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["state"], meta_fields=["forward", "loss"])
 @dataclass(frozen=True)
 class BatchLoss:
     """``loss_fn(params, (x, y))`` = mean ℓ over one batch, the form ``shared.curvature`` takes.
 
-    Hashable and equal across objectives with the same forward pass and loss, so jitted
-    Hessian-vector products are reused. The non-parameter state is a compile-time constant.
+    A pytree: the non-parameter ``state`` is its leaves, traced by the jitted curvature code;
+    its structure is equal across objectives with the same forward pass (graph) and loss, so
+    two networks of one architecture share compiled Hessian-vector products.
     """
 
     forward: Static
     loss: Static
-    state: Static
+    state: Any
 
     def __call__(self, params: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         x, y = batch
-        return jnp.mean(self.loss.value(self.forward.value(params, self.state.value, x), y))
+        return jnp.mean(self.loss.value(self.forward.value(params, self.state, x), y))
 
 
 @functools.partial(
@@ -136,7 +138,7 @@ class Objective:
     @property
     def batch_loss(self) -> BatchLoss:
         """The per-batch mean loss for ``shared.curvature.hessian_operator(..., reduction="mean")``."""
-        return BatchLoss(self.forward, self.loss, Static(self.state))
+        return BatchLoss(self.forward, self.loss, self.state)
 
     def _batch_metrics(self, params: Any, state: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[Any, Any]:
         x, y = batch

@@ -79,7 +79,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from scipy.optimize import Bounds, minimize
 
-from shared.curvature.operators import Static
+from shared.curvature.operators import Static, join_callable, split_callable
 
 HIGHEST = jax.lax.Precision.HIGHEST
 Init = Literal["random", "zero"]
@@ -125,22 +125,6 @@ class KeskarResult:
     start_loss: float = float("nan")
     evals: int = 0
     restarts: int = 1
-
-
-def split_callable(fn: Any) -> tuple[Static, Any]:
-    """(static part, traced leaves) of a loss: a registered pytree (e.g. an ``Objective``) is
-    flattened so its arrays are jit arguments; a plain function is static as a whole."""
-    leaves, treedef = jax.tree_util.tree_flatten(fn)
-    if len(leaves) == 1 and leaves[0] is fn:
-        return Static(fn), None
-    return Static(treedef), leaves
-
-
-def join_callable(static: Static, leaves: Any) -> Callable[[Any], jax.Array]:
-    """Inverse of :func:`split_callable` (inside traced code)."""
-    if leaves is None:
-        return static.value
-    return jax.tree_util.tree_unflatten(static.value, leaves)
 
 
 @dataclass(frozen=True)

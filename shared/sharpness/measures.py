@@ -34,10 +34,10 @@ from jax.flatten_util import ravel_pytree
 
 from shared.curvature.hvp import hessian_operator
 from shared.curvature.lanczos import EigenResult, Loop, lanczos_eigs
-from shared.curvature.operators import Operator, Static, callable_operator
+from shared.curvature.operators import Operator, Static, callable_operator, join_callable, split_callable
 from shared.curvature.trace import TraceResult, hutch_plus_plus, hutchinson
 from shared.landscape.surface import Objective
-from shared.sharpness.keskar import Unravel, join_callable, ravel, split_callable
+from shared.sharpness.keskar import Unravel, ravel
 
 
 def hessian_of(loss: Objective | Callable[[Any], jax.Array], params: Any) -> Operator:
