@@ -299,3 +299,31 @@ def test_net_specs_share_the_width_one_nets() -> None:
 def test_vgg_runs_find_the_papers_unverified_errors() -> None:
     assert theory.paper_test_error_unverified()[steps.vgg_paper_key("sb", 0.0)] == 7.37
     assert theory.paper_test_error_unverified()[steps.vgg_paper_key("lb", 5e-4)] == 10.19
+
+
+def test_vgg_trainings_with_two_weight_decays_compile_one_training_step() -> None:
+    """``train_net`` passes weight decay and the schedule as arrays: the second weight decay reuses
+    the first one's compiled step, and still decays (a smaller, different minimum)."""
+    from types import SimpleNamespace
+
+    from shared.models import registry
+    from shared.training.compile_cache import clear_all
+    from tests.test_training_compile_cache import compiles
+
+    rng = np.random.default_rng(0)
+    split = lambda n: SimpleNamespace(x=rng.normal(size=(n, 8, 8, 1)).astype(np.float32),  # noqa: E731
+                                      y=rng.integers(0, 3, n).astype(np.int32))
+    sets = {"train": split(64), "test": split(16)}
+    tcfg = {"optimizer": "nesterov", "momentum": 0.9, "decay_epochs": [1], "eval_batch": 64}
+    build = registry.builder("vgg9", in_channels=1, image_size=8, num_classes=3, cfg=[4, "M"])
+    clear_all()
+    runs = {}
+    for wd in (0.0, 0.5):
+        with compiles() as seen:
+            runs[wd] = steps.train_net(build, ("vgg", "sb", f"wd{wd:g}"), sets, tcfg, batch=16, weight_decay=wd,
+                                       lr=0.1, epochs=2, seed=0)
+        if wd:
+            assert seen["step_at"] == 0, seen
+    norm = {wd: float(np.linalg.norm(np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(r["params"])])))
+            for wd, r in runs.items()}
+    assert norm[0.5] < norm[0.0]

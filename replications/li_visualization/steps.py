@@ -42,7 +42,7 @@ from shared.landscape.plots import LI_LEVELS, to_grid
 from shared.landscape.surface import Objective, line, plane
 from shared.models import registry
 from shared.module import FigureOut, StepResult
-from shared.training import Arrays, fit, init_network, make_optimizer, random_crop_flip, step_decay
+from shared.training import Arrays, StepDecayOptimizer, fit, init_network, random_crop_flip
 from shared.training.network import Network
 
 MODULE = "li_visualization"
@@ -90,18 +90,19 @@ def train_net(build: Any, key_name: tuple[Any, ...], sets: Mapping[str, Any], tc
     net, params, state = init_network(build, seeds.derive(seed, MODULE, *key_name, "init"))
     x, y = sets["train"].x, sets["train"].y
     steps_per_epoch = math.ceil(int(x.shape[0]) / batch)
-    schedule = step_decay(lr, steps_per_epoch, tuple(tcfg["decay_epochs"]), factor=0.1)
-    tx = make_optimizer(tcfg["optimizer"], schedule, momentum=tcfg["momentum"], weight_decay=weight_decay)
+    # the numbers are arrays passed to the compiled step: runs that differ only in them compile it once
+    tx = StepDecayOptimizer(tcfg["optimizer"], momentum=tcfg["momentum"])
+    hyper = tx.hyper(lr, steps_per_epoch, tcfg["decay_epochs"], factor=0.1, weight_decay=weight_decay)
     kw: dict[str, Any] = {}
     spec = {"net": list(key_name), "batch": batch, "weight_decay": weight_decay, "lr": lr, "epochs": epochs,
             "seed": seed, "trajectory": trajectory, "training": dict(tcfg), "n_train": int(x.shape[0])}
     folder = resume.folder("checkpoints-" + "-".join(map(str, key_name)), spec)
     if folder is not None:  # a killed run resumes its training (keyed on settings and code)
         kw["checkpoint_dir"], kw["checkpoint_every"] = str(folder), max(1, epochs // 10)
-    res = fit(net, params, state, Arrays(x, y, sets["test"].x, sets["test"].y), optimizer=tx, epochs=epochs,
-              batch_size=batch, key=seeds.derive(seed, MODULE, *key_name, "train"),
+    res = fit(net, params, state, Arrays(x, y, sets["test"].x, sets["test"].y), optimizer=tx, hyper=hyper,
+              epochs=epochs, batch_size=batch, key=seeds.derive(seed, MODULE, *key_name, "train"),
               augment=random_crop_flip if tcfg.get("augment") else None, eval_batch_size=tcfg["eval_batch"],
-              eval_every=epochs, eval_train=True, trajectory_every=1 if trajectory else None, progress=False,
+              eval_every=epochs, trajectory_every=1 if trajectory else None, progress=False,
               desc="-".join(map(str, key_name)), **kw)
     last = res.history.iloc[-1]
     return {"net": net, "params": res.params, "state": res.model_state, "failed": bool(np.any(res.failed)),

@@ -11,7 +11,7 @@ from shared.training.keys import init_key, member_key, member_keys, train_key
 from shared.training.losses import correct, cross_entropy, squared_error
 from shared.training.metrics import summarize
 from shared.training.network import Network, init_ensemble, init_network, network_from_model
-from shared.training.optimizers import make_optimizer
+from shared.training.optimizers import StepDecayOptimizer, make_optimizer
 from shared.training.schedules import constant, cosine, step_decay
 from shared.training.step import (
     EpochStats,
@@ -28,6 +28,7 @@ __all__ = [
     "EpochStats",
     "FitResult",
     "Network",
+    "StepDecayOptimizer",
     "TrainState",
     "constant",
     "correct",

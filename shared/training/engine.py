@@ -18,7 +18,11 @@ evaluation batch's own statistics). ``fit_ensemble`` ``vmap``s the same epoch
 over members, each with its own key, initial parameters and (optionally)
 optimizer hyperparameters, and freezes members that diverge. Checkpoints
 (orbax, every ``checkpoint_every`` epochs) make a killed run resume to the
-same weights it would have reached uninterrupted. With several devices the
+same weights it would have reached uninterrupted. Compiled programs are kept
+by value (``compile_cache``): a run equal to an earlier one in network,
+optimizer, loss, augmentation and shapes does not compile again; pass the
+optimizer as a factory of ``hyper`` (``StepDecayOptimizer``) to make runs that
+differ only in learning rate or weight decay equal. With several devices the
 ensemble's member axis is split across them (``shared.parallel.mesh_for``: the
 largest device count that divides the members); one device runs as before.
 """
@@ -38,6 +42,7 @@ import pandas as pd
 
 from shared.parallel import mesh_for, replicate, shard_leading
 from shared.training.checkpoint import Checkpointer
+from shared.training.compile_cache import INITIALISERS
 from shared.training.evaluate import make_ensemble_evaluator, make_evaluator
 from shared.training.loops import LoopMode, build_epoch_runner
 from shared.training.losses import Loss, cross_entropy
@@ -190,6 +195,13 @@ def fit_ensemble(
     )  # fmt: skip
 
 
+def _jit_initialiser(optimizer: OptimizerLike, ensemble: bool, hyper_axis: int | None) -> Any:
+    """A jitted ``(params, model_state, hyper) -> TrainState`` (vmapped over members for ensembles)."""
+    if ensemble:
+        return jax.jit(jax.vmap(lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis)))
+    return jax.jit(lambda p, s, h: init_train_state(p, s, optimizer, h))
+
+
 def _train(
     net: Network,
     params: Any,
@@ -227,11 +239,9 @@ def _train(
     data = replicate(data, mesh)
     make_eval = make_ensemble_evaluator if ensemble else make_evaluator
     evaluate = make_eval(net, mode=eval_bn_mode, batch_size=eval_batch_size, loss=loss)
-    if ensemble:
-        init = jax.vmap(lambda p, s, h: init_train_state(p, s, optimizer, h), in_axes=(0, 0, hyper_axis))
-    else:
-        init = lambda p, s, h: init_train_state(p, s, optimizer, h)
-    ts = shard_leading(jax.jit(init)(params, model_state, hypers), mesh)
+    init = INITIALISERS.get((optimizer, ensemble, hyper_axis),
+                            lambda: _jit_initialiser(optimizer, ensemble, hyper_axis))
+    ts = shard_leading(init(params, model_state, hypers), mesh)
     t_compile = time.perf_counter()
     run_epoch, loop_mode = build_epoch_runner(
         net, optimizer, batch_size=batch_size, loss=loss, augment=augment, ensemble=ensemble,

@@ -5,7 +5,8 @@ out of the sums, so every example counts exactly once; the loop is a
 ``lax.scan`` inside one jit. ``mode`` is required (``"eval"``: running averages;
 ``"batch_stats"``: each batch's own statistics, as in Keskar's Keras code, where
 the result depends on ``batch_size`` and padding would pollute the statistics,
-so it requires ``n % batch_size == 0``).
+so it requires ``n % batch_size == 0``). Evaluators are kept by value
+(``compile_cache.EVALUATORS``): equal networks and settings share one jit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from shared.training.compile_cache import EVALUATORS
 from shared.training.losses import Loss, correct, cross_entropy
 from shared.training.network import Mode, Network
 
@@ -26,6 +28,11 @@ def make_evaluator(net: Network, *, mode: Mode, batch_size: int, loss: Loss = cr
     """A jitted ``(params, state, x, y) -> (mean loss, accuracy)``."""
     if mode == "train":
         raise ValueError("evaluate in 'eval' or 'batch_stats' mode; 'train' updates state")
+    return EVALUATORS.get(("one", net, mode, batch_size, loss), lambda: _jit_evaluator(net, mode, batch_size, loss))
+
+
+def _jit_evaluator(net: Network, mode: Mode, batch_size: int, loss: Loss) -> Evaluator:
+    """``make_evaluator`` without the cache."""
 
     def evaluate(params: Any, state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, Any]:
         n = x.shape[0]
@@ -57,4 +64,5 @@ def make_evaluator(net: Network, *, mode: Mode, batch_size: int, loss: Loss = cr
 def make_ensemble_evaluator(net: Network, *, mode: Mode, batch_size: int, loss: Loss = cross_entropy) -> Evaluator:
     """``make_evaluator`` vmapped over stacked params/state (data shared)."""
     single = make_evaluator(net, mode=mode, batch_size=batch_size, loss=loss)
-    return jax.jit(jax.vmap(single, in_axes=(0, 0, None, None)))
+    return EVALUATORS.get(("ensemble", net, mode, batch_size, loss),
+                          lambda: jax.jit(jax.vmap(single, in_axes=(0, 0, None, None))))

@@ -16,6 +16,10 @@ the training step contains a convolution, else ``"scan"``.
 Both give the same sequence of batches, keys and updates; results agree to
 floating-point rounding (fusion may differ), and each mode is deterministic, so
 a resumed run is bit-identical to an uninterrupted one in the same mode.
+
+Built runners are kept by value (``compile_cache.RUNNERS``): a later run with an
+equal network, optimizer, loss, augmentation and argument shapes reuses the
+compiled program.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from shared.training.compile_cache import RUNNERS, abstract_signature
 from shared.training.losses import Loss
 from shared.training.network import Network
 from shared.training.step import (
@@ -77,8 +82,29 @@ def build_epoch_runner(
     """A compiled ``run(ts, hyper, keys, x, y, epoch) -> (ts, EpochStats)``, and its mode.
 
     ``example`` = ``(ts, hyper, keys, x, y)`` fixes shapes for ahead-of-time
-    compilation (stacked along a member axis when ``ensemble``).
+    compilation (stacked along a member axis when ``ensemble``). A runner built
+    before from equal parts and shapes is reused (``compile_cache``).
     """
+    key = (net, optimizer, batch_size, loss, augment, ensemble, hyper_axis, loop, abstract_signature(example))
+    return RUNNERS.get(key, lambda: _build_epoch_runner(
+        net, optimizer, batch_size=batch_size, loss=loss, augment=augment, ensemble=ensemble,
+        hyper_axis=hyper_axis, loop=loop, example=example,
+    ))  # fmt: skip
+
+
+def _build_epoch_runner(
+    net: Network,
+    optimizer: OptimizerLike,
+    *,
+    batch_size: int,
+    loss: Loss,
+    augment: Augment | None,
+    ensemble: bool,
+    hyper_axis: int | None,
+    loop: LoopMode,
+    example: tuple[TrainState, Any, jax.Array, jax.Array, jax.Array],
+) -> tuple[Runner, Literal["scan", "steps"]]:
+    """``build_epoch_runner`` without the cache."""
     ts0, hyper0, keys0, x, y = example
     step = make_train_step(net, optimizer, loss=loss, augment=augment)
     if ensemble:
@@ -110,7 +136,8 @@ def build_epoch_runner(
         rows = idx[i]
         return step(ts, hyper, x[rows], y[rows], run_keys(key)[1])
 
-    batches_c = jax.jit(vm(batches, (0, None))).lower(keys0, e0).compile()
+    batches_key = ("batches", n, batch_size, ensemble, abstract_signature((keys0, e0)))  # shared by networks
+    batches_c = RUNNERS.get(batches_key, lambda: jax.jit(vm(batches, (0, None))).lower(keys0, e0).compile())
     idx0 = batches_c(keys0, e0)
     step_c = (
         jax.jit(vm(step_at, (0, hyper_axis, 0, None, None, 0, None)))

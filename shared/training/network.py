@@ -44,6 +44,10 @@ class Network:
     graphs: dict[str, Any]
     takes_rngs: bool
 
+    def __hash__(self) -> int:
+        """By value, as ``==``: equal graph definitions are the same program (``compile_cache``)."""
+        return hash((tuple(sorted(self.graphs.items())), self.takes_rngs))
+
     def apply(
         self,
         params: Any,
