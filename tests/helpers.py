@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,24 @@ def claims_by_id(module_path: Path) -> dict[str, Any]:
     from shared.claims import load_claims
 
     return {c["id"]: c for c in load_claims(module_path / "claims.yaml")["claims"]}
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def jax_compile_messages() -> Iterator[list[str]]:
+    """JAX's log lines inside the block with ``jax_log_compiles`` on (lowerings, compilations)."""
+    handler, logger = _Messages(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield handler.messages
+    finally:
+        logger.removeHandler(handler)

@@ -10,7 +10,6 @@ that kept the first network's statistics as a stale constant would fail.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,34 +25,20 @@ from shared.curvature.hvp import full_gradient, full_loss
 from shared.landscape import Objective, from_model
 from shared.models.mlp import MLP
 from shared.sharpness import hessian_of
+from tests.helpers import jax_compile_messages
 
 WIDTHS = (4, 6, 5, 3)
 MISS_MARKERS = ("Finished jaxpr to MLIR module conversion", "Finished XLA compilation")
 
 
-class _MissLog(logging.Handler):
-    """Collects JAX's lowering and compilation log lines (jit cache misses)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if msg.startswith(MISS_MARKERS):
-            self.lines.append(msg)
-
-
 @contextlib.contextmanager
 def compile_log() -> Iterator[list[str]]:
-    """The lowerings and compilations inside the block (persistent-cache hits still lower)."""
-    handler, logger = _MissLog(), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            yield handler.lines
-    finally:
-        logger.removeHandler(handler)
+    """The lowerings and compilations inside the block (persistent-cache hits still lower); filled
+    when the block ends."""
+    misses: list[str] = []
+    with jax_compile_messages() as messages:
+        yield misses
+    misses.extend(m for m in messages if m.startswith(MISS_MARKERS))
 
 
 def _set_statistics(model: MLP, seed: int) -> MLP:

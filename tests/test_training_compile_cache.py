@@ -4,7 +4,6 @@ differ only in weight decay compile their step once, and weight decay still acts
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from shared.training.compile_cache import clear_all
 from shared.training.divergence import all_finite
 from shared.training.optimizers import StepDecayOptimizer
 from shared.training.schedules import traced_step_decay
+from tests.helpers import jax_compile_messages
 
 COMPILED = re.compile(r"Finished XLA compilation of jit\((\w+)\)")
 TRAINING = ("step_at", "epoch_fn", "batches", "evaluate")  # the programs fit builds per run
@@ -28,27 +28,13 @@ MLP = registry.builder("mlp", widths=(6, 12, 3), batch_norm=True)
 CONV = registry.builder("vgg9", in_channels=1, image_size=8, num_classes=3, cfg=[4, "M"])
 
 
-class _Names(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = COMPILED.search(record.getMessage())
-        if m:
-            self.names[m.group(1)] += 1
-
-
 @contextlib.contextmanager
 def compiles() -> Iterator[Counter[str]]:
-    """The XLA compilations inside the block, by jitted function name (``jax_log_compiles``)."""
-    handler, logger = _Names(), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            yield handler.names
-    finally:
-        logger.removeHandler(handler)
+    """The XLA compilations inside the block, by jitted function name; filled when the block ends."""
+    names: Counter[str] = Counter()
+    with jax_compile_messages() as messages:
+        yield names
+    names.update(m.group(1) for m in map(COMPILED.search, messages) if m)
 
 
 def blobs(n: int = 120, shape: tuple[int, ...] = (6,)) -> Arrays:
