@@ -117,3 +117,13 @@ def test_randomize_labels_changes_the_expected_fraction(fraction):
     new = np.asarray(data.randomize_labels(seeds.derive(0, "labels"), labels, 10, fraction))
     # a replaced label stays 0 with probability 1/10
     np.testing.assert_allclose((new != 0).mean(), fraction * 0.9, atol=0.015)
+
+
+@pytest.mark.parametrize("k", [2, 5, 16, 17])
+def test_gaussian_mixture_centres_drawn_in_blocks_equal_a_direct_draw(k: int) -> None:
+    """The centres come from a (16·⌈k/16⌉, dim) draw cut to k rows (one compiled sampler for
+    every k ≤ 16); with partitionable Threefry they are exactly a (k, dim) draw."""
+    structure, sample = keys(3)
+    _, _, centers = synthetic.gaussian_mixture(structure, sample, num_examples=40, dim=6, num_classes=k, spread=1.0)
+    assert jax.config.jax_threefry_partitionable
+    np.testing.assert_array_equal(np.asarray(centers), np.asarray(jax.random.normal(structure, (k, 6))))

@@ -275,6 +275,16 @@ def gauss_newton_from_jacobians(jac: jax.Array, p: jax.Array) -> jax.Array:
     return jnp.einsum("ncp,ncd,ndq->pq", jac, a, jac, precision=jax.lax.Precision.HIGHEST) / jac.shape[0]
 
 
+@functools.partial(jax.jit, static_argnames="block")
+def _point_curvature(params: Params, x: jax.Array, y: jax.Array, block: int) -> tuple[jax.Array, ...]:
+    """H, G, the Jacobians, the probabilities, the loss and the flat gradient at one point, as one
+    program per network shape (the parts compiled apart cost a compilation each: README, "Speed")."""
+    h = _hessian_columns(params, x, y, block)
+    jac, p = _jacobians(params, x)
+    loss, grad = jax.value_and_grad(mlp_loss)(params, (x, y))
+    return h, gauss_newton_from_jacobians(jac, p), jac, p, loss, ravel_pytree(grad)[0]
+
+
 def analyse(params: Params, x: jax.Array, y: jax.Array, classes: int, spec: dict[str, Any],
             reassemble: bool = False) -> dict[str, Any]:
     """Everything S1-S5 and S7 read at one point: spectra of H and G, outliers, the residual
@@ -282,9 +292,8 @@ def analyse(params: Params, x: jax.Array, y: jax.Array, classes: int, spec: dict
     class/cross-class mean gradients. With ``reassemble``, R is also computed on its own and
     ‖H − G − R‖_max/‖H‖_max reported."""
     out = spec["outliers"]
-    jac_j, p_j = _jacobians(params, x)
-    h = hessian_matrix(params, x, y)
-    g = np.asarray(gauss_newton_from_jacobians(jac_j, p_j), np.float64)
+    h_j, g_j, jac_j, p_j, loss, grad = _point_curvature(params, x, y, _block(x, params))
+    h, g = np.asarray(h_j, np.float64), np.asarray(g_j, np.float64)
     eig_h, eig_g = eigvalsh(h), eigvalsh(g)
     counted = theory.count_outliers(eig_h, window=out["window"], min_ratio=out["min_ratio"],
                                     edge_factor=out["edge_factor"], floor_rtol=out["near_zero_rtol"])
@@ -300,10 +309,9 @@ def analyse(params: Params, x: jax.Array, y: jax.Array, classes: int, spec: dict
     if reassemble:
         r = residual_matrix(params, x, y)
         reassembly = float(np.max(np.abs(h - g - r)) / max(np.max(np.abs(h)), 1e-30))
-    grad = np.asarray(ravel_pytree(jax.grad(mlp_loss)(params, (x, y)))[0])
     span = int(theory.orthonormal_span(cross).shape[1])
     return dict(
-        parameters=int(h.shape[0]), loss=float(mlp_loss(params, (x, y))), grad_norm=float(np.linalg.norm(grad)),
+        parameters=int(h.shape[0]), loss=float(loss), grad_norm=float(np.linalg.norm(np.asarray(grad))),
         accuracy=float(np.mean(np.argmax(p, axis=1) == yy)),
         lambda_max=float(eig_h[-1]), lambda_min=float(eig_h[0]),
         near_zero_fraction=theory.near_zero_fraction(eig_h, out["near_zero_rtol"]),
@@ -807,11 +815,12 @@ def _slq_model(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) 
     order = np.concatenate([rng.permutation(n)[: per_epoch * spec["batch"]].reshape(per_epoch, spec["batch"])
                             for _ in range(-(-total // per_epoch))])[:total]
     rows, done = [], 0
+    segment = math.gcd(*spec["checkpoints"]) or 1  # equal-length scans: one compiled program per model
     for i, step in enumerate(sorted(spec["checkpoints"])):
-        if step > done:
-            params, opt_state = _momentum_steps(params, opt_state, x, y, jnp.asarray(order[done:step]),
+        for start in range(done, step, segment):
+            params, opt_state = _momentum_steps(params, opt_state, x, y, jnp.asarray(order[start:start + segment]),
                                                 spec["lr"], spec["momentum"])
-            done = step
+        done = max(done, step)
         stats = _checkpoint_analysis(params, x, y, spec, seeds.derive(seed, MODULE, "slq_checkpoint", i))
         rows.append(dict(batch_norm=bn, step=step, **stats))
     print(f"[{MODULE}] slq {'with' if bn else 'without'} BN: {len(rows)} checkpoints, "
