@@ -278,3 +278,12 @@ def test_not_testable_quantities_give_not_testable() -> None:
                 "s8_outlier_strength_bn"):
         meas[key] = {"not_testable": "not the paper's network"}
     assert verdicts(meas)["S8"] == "not testable at this scale"
+
+
+def test_eigendecompositions_use_one_blas_thread_only_for_small_matrices() -> None:
+    """Quick-scale matrices (P ≲ 1k) run on one BLAS thread beside XLA; paper-scale ones (P ≈ 20k)
+    on every core: a 20k float64 eigvalsh on one thread would take most of an hour."""
+    assert steps._blas_threads(1055) == 1
+    assert steps._blas_threads(steps.SMALL_EIGH) is None
+    a = np.diag(np.arange(5.0))
+    np.testing.assert_allclose(steps.eigvalsh(a), np.arange(5.0))

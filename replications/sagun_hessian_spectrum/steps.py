@@ -49,6 +49,7 @@ from shared.module import FigureOut, StepResult
 MODULE = "sagun_hessian_spectrum"
 HESSIAN_FLOATS = 2e7  # activations held at once while Hessian columns are computed
 GGN_BATCH = 100  # examples per batch of the explicit-Jacobian G (memory b·k·b·width)
+SMALL_EIGH = 4000  # below this many rows eigendecompositions use one BLAS thread (``_blas_threads``)
 Params = list[dict[str, jax.Array]]
 
 
@@ -207,10 +208,15 @@ def _sym(a: np.ndarray) -> np.ndarray:
     return 0.5 * (a + a.T)
 
 
+def _blas_threads(n: int) -> int | None:
+    """One BLAS thread below ``SMALL_EIGH`` rows (next to XLA's threads a multi-threaded OpenBLAS
+    runs much slower on two cores); every core above it (the paper scale's P ≈ 20k matrices)."""
+    return 1 if n < SMALL_EIGH else None
+
+
 def eigvalsh(a: np.ndarray) -> np.ndarray:
-    """Ascending eigenvalues in float64 (one BLAS thread: next to XLA's threads a multi-threaded
-    OpenBLAS runs much slower on two cores)."""
-    with threadpool_limits(1, "blas"):
+    """Ascending eigenvalues in float64 (BLAS threads: ``_blas_threads``)."""
+    with threadpool_limits(_blas_threads(a.shape[0]), "blas"):
         return np.linalg.eigvalsh(_sym(a))
 
 
@@ -218,7 +224,7 @@ def top_eigh(a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``count`` eigenpairs, descending (LAPACK's subset driver)."""
     n = a.shape[0]
     count = max(1, min(count, n))
-    with threadpool_limits(1, "blas"):
+    with threadpool_limits(_blas_threads(n), "blas"):
         lam, vec = scipy.linalg.eigh(_sym(a), subset_by_index=[n - count, n - 1])
     return lam[::-1], vec[:, ::-1]
 
