@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from replications.sagun_hessian_spectrum import steps, theory
 from shared.claims import judge, load_claims
@@ -145,6 +146,14 @@ def test_h_equals_g_plus_r_reassembles_the_exact_hessian() -> None:
     np.testing.assert_allclose(g + r, h, atol=1e-10)
     assert np.linalg.eigvalsh(g).min() > -1e-12
     assert np.abs(r).max() > 1e-3  # R is not trivially zero here: the test can fail
+    # the one-program path ``analyse`` uses gives the same H, G, loss and gradient
+    h1, g1, jac1, p1, loss1, grad1 = steps._point_curvature(params, x, y, 7)
+    np.testing.assert_allclose(np.asarray(h1), h, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g1), g, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac1), np.asarray(jac), atol=1e-12)
+    np.testing.assert_allclose(float(loss1), float(steps.mlp_loss(params, (x, y))), rtol=1e-12)
+    grad = ravel_pytree(jax.grad(steps.mlp_loss)(params, (x, y)))[0]
+    np.testing.assert_allclose(np.asarray(grad1), np.asarray(grad), atol=1e-12)
 
 
 def test_logit_hessian_has_rank_k_minus_one() -> None:

@@ -284,7 +284,7 @@ def gauss_newton_from_jacobians(jac: jax.Array, p: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="block")
 def _point_curvature(params: Params, x: jax.Array, y: jax.Array, block: int) -> tuple[jax.Array, ...]:
     """H, G, the Jacobians, the probabilities, the loss and the flat gradient at one point, as one
-    program per network shape (the parts compiled apart cost a compilation each: README, "Speed")."""
+    compiled program per network shape (compiled apart, each part cost a compilation per shape)."""
     h = _hessian_columns(params, x, y, block)
     jac, p = _jacobians(params, x)
     loss, grad = jax.value_and_grad(mlp_loss)(params, (x, y))
