@@ -296,3 +296,36 @@ def test_eigendecompositions_use_one_blas_thread_only_for_small_matrices() -> No
     assert steps._blas_threads(steps.SMALL_EIGH) is None
     a = np.diag(np.arange(5.0))
     np.testing.assert_allclose(steps.eigvalsh(a), np.arange(5.0))
+
+
+def test_the_real_data_run_can_be_mnist_resized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paper scale's S2 real-data run: MNIST through ``shared.data.load`` (tensorflow-datasets),
+    resized, flattened, standardized and subset; measured by its series, not its data set's name."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from shared import config
+
+    override = {"scale": "paper", "sagun_hessian_spectrum": {"spectra": {"digits": {"width": 7, "dataset": "mnist",
+                                                                                    "side": 10}, "digits_subset": 50}}}
+    merged = config.deep_merge(config.module_defaults("sagun_hessian_spectrum"), override)
+    spec = config.resolve(merged, "sagun_hessian_spectrum")["spectra"]
+    (real,) = [r for r in steps.spectra_runs(spec) if "digits" in r["series"]]
+    assert (real["name"], real["dataset"], real["side"], real["classes"]) == ("mnist_k10_w7_s0", "mnist", 10, 10)
+    calls = []
+
+    def fake_load(name: str, split: str, **kwargs: object) -> object:
+        calls.append((name, split, kwargs["preprocessing"], kwargs["data_dir"]))
+        return SimpleNamespace(x=np.random.default_rng(0).standard_normal((80, 100)).astype(np.float32),
+                               y=np.arange(80) % 10)
+
+    monkeypatch.setattr(steps.data, "load", fake_load)
+    x, y = steps.load_data(real, spec, 0, "/offline")
+    assert calls == [("mnist", "train", [{"resize": {"height": 10, "width": 10}}, "flatten", "standardize"],
+                      "/offline")]
+    assert x.shape == (50, 100) and y.shape == (50,)
+    table = pd.DataFrame({"series": ["classes", "digits", "widths spreads"], "dataset": ["gaussian_mixture", "mnist",
+                                                                                          "gaussian_mixture"]})
+    assert steps.real_data_rows(table).dataset.tolist() == ["mnist"]
+    assert steps.real_data_preprocessing(None) == ["flatten", "standardize"]  # digits at the quick scale

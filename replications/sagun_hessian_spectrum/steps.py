@@ -4,8 +4,8 @@
   architecture of ``shared.models.mlp.sagun_fullconn``: Sagun's ``fullconn``, weights and
   biases N(0, init_scale²), written here as a pure function of a list of arrays) trained by
   full-batch gradient descent on Gaussian mixtures (k classes, one cluster each) and on
-  scikit-learn's digits. At initialization and at the end of training: the exact Hessian
-  (every column a Hessian-vector product), the Gauss–Newton matrix G
+  real data (scikit-learn's digits; MNIST resized at the paper scale). At initialization and
+  at the end of training: the exact Hessian (every column a Hessian-vector product), the Gauss–Newton matrix G
   (``shared.curvature.gauss_newton.ggn_matrix``), the residual R computed on its own (the
   output-gradient-weighted Hessians of the logits), the per-example Jacobians; eigvalsh in
   float64 on the CPU. On the base configuration at the end: Lanczos top eigenvalues and the
@@ -231,12 +231,22 @@ def top_eigh(a: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 # --- data ---------------------------------------------------------------------------------------
 
+REAL_DATA = ("digits", "mnist")  # the real-data run of S2: scikit-learn's 8×8 digits or MNIST
+
+
+def real_data_preprocessing(side: int | None) -> list[Any]:
+    """Resized to ``side``×``side`` (``jax.image.resize``, antialiased) when given, flattened,
+    standardized."""
+    return ([{"resize": {"height": side, "width": side}}] if side else []) + ["flatten", "standardize"]
+
+
 def load_data(run: dict[str, Any], spec: dict[str, Any], seed: int, data_dir: str | None) -> tuple[Any, Any]:
     """The training inputs and labels of a run: a Gaussian mixture (standardized, as Sagun's
-    code) or digits (flattened, standardized)."""
-    if run["dataset"] == "digits":
-        ds = data.load("digits", "train", preprocessing=["flatten", "standardize"], dtype=np.float32,
-                       data_dir=data_dir)
+    code) or real data (digits or MNIST: ``real_data_preprocessing``; ``digits_subset`` examples,
+    seeded, when set)."""
+    if run["dataset"] in REAL_DATA:
+        ds = data.load(run["dataset"], "train", preprocessing=real_data_preprocessing(run.get("side")),
+                       dtype=np.float32, data_dir=data_dir)
         if spec.get("digits_subset"):
             keep = np.sort(seeds.numpy_rng(seed, MODULE, "digits_subset").permutation(ds.x.shape[0])
                            [: spec["digits_subset"]])
@@ -254,10 +264,11 @@ def spectra_runs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     base = spec["base"]
     runs: dict[str, dict[str, Any]] = {}
 
-    def add(series: str, classes: int, width: int, spread: float, dataset: str = "gaussian_mixture") -> None:
+    def add(series: str, classes: int, width: int, spread: float, dataset: str = "gaussian_mixture",
+            **extra: Any) -> None:
         name = f"{dataset}_k{classes}_w{width}_s{spread:g}"
         run = runs.setdefault(name, dict(name=name, dataset=dataset, classes=classes, width=width, spread=spread,
-                                         series=[]))
+                                         series=[], **extra))
         run["series"].append(series)
 
     for k in spec["classes"]:
@@ -266,8 +277,9 @@ def spectra_runs(spec: dict[str, Any]) -> list[dict[str, Any]]:
         add("widths", base["classes"], w, base["spread"])
     for s in spec["spreads"]:
         add("spreads", base["classes"], base["width"], s)
-    if spec.get("digits"):
-        add("digits", 10, spec["digits"]["width"], 0.0, "digits")
+    if spec.get("digits"):  # the real-data run (series "digits", whichever data set it uses)
+        real = spec["digits"]
+        add("digits", 10, real["width"], 0.0, real.get("dataset", "digits"), side=real.get("side"))
     return list(runs.values())
 
 
@@ -413,9 +425,11 @@ def spectra(cfg: dict[str, Any]) -> StepResult:
     runs = spectra_runs(spec)
     flops = 0.0
     for run in runs:
-        d = 64 if run["dataset"] == "digits" else spec["dim"]
+        d, n = spec["dim"], spec["examples"]
+        if run["dataset"] in REAL_DATA:  # digits: 8×8, 1,438 training images; MNIST: 28×28, 60,000
+            d = (run.get("side") or (8 if run["dataset"] == "digits" else 28)) ** 2
+            n = spec.get("digits_subset") or (1438 if run["dataset"] == "digits" else 60000)
         p = d * run["width"] + run["width"] ** 2 + run["width"] * run["classes"]
-        n = 1438 if run["dataset"] == "digits" else spec["examples"]
         flops += 6.0 * n * p * spec["steps"]
         flops += 2 * (3 * 6.0 * n * p * p + 3 * 4.0 * p**3 + 2.0 * n * run["classes"] * p * p)
     _projected_cost(f"spectra ({len(runs)} configurations: GD steps, then 3 exact P×P matrices, eigvalsh and "
@@ -450,6 +464,11 @@ def spectra(cfg: dict[str, Any]) -> StepResult:
     )
 
 
+def real_data_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of S2's real-data run (series ``digits``), whichever data set it uses."""
+    return table[table.series.str.split().map(lambda names: "digits" in names).astype(bool)]
+
+
 def spectra_measurements(table: pd.DataFrame, runs: list[dict[str, Any]], spec: dict[str, Any],
                          agree: dict[str, Any]) -> dict[str, Any]:
     """The quantities S1-S5, S7 and M1 read."""
@@ -471,7 +490,7 @@ def spectra_measurements(table: pd.DataFrame, runs: list[dict[str, Any]], spec: 
     widths = rows("widths")
     spreads = rows("spreads")
     gm_end = end[end.dataset == "gaussian_mixture"]
-    digits = end[end.dataset == "digits"]
+    digits = real_data_rows(end)
     k_series_top = classes.top_h.map(lambda s: float(s.split()[0]))
     spread_top = spreads.top_h.map(lambda s: float(s.split()[0]))
     meas: dict[str, Any] = {
@@ -488,7 +507,7 @@ def spectra_measurements(table: pd.DataFrame, runs: list[dict[str, Any]], spec: 
         "s2_offset": (classes.outliers_minus_k + 0.5).abs().tolist(),
         "s2_outliers_minus_k_init": rows("classes", "init").outliers_minus_k.astype(int).tolist(),
         "s2_digits_outliers_minus_k": digits.outliers_minus_k.astype(int).tolist() if len(digits)
-        else {"not_testable": "no converged digits run at this scale (config spectra.digits; the status column "
+        else {"not_testable": "no converged real-data run at this scale (config spectra.digits; the status column "
                               "of tables/spectra_summary.csv)"},
         # S3
         "s3_widths": widths.width.astype(int).tolist(),
