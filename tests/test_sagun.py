@@ -329,3 +329,49 @@ def test_the_real_data_run_can_be_mnist_resized(monkeypatch: pytest.MonkeyPatch)
                                                                                           "gaussian_mixture"]})
     assert steps.real_data_rows(table).dataset.tolist() == ["mnist"]
     assert steps.real_data_preprocessing(None) == ["flatten", "standardize"]  # digits at the quick scale
+
+
+def test_s8_resnet_path_matches_a_dense_hessian_at_initialization() -> None:
+    """The paper scale's S8 path (``model: resnet``) on a tiny ResNet-8 with BatchNorm and 64 digits:
+    it trains, and at step 0 its Lanczos λ_max, gradient norm and loss equal those of the dense
+    Hessian and gradient of the same initial network (BatchNorm in eval mode), in float32."""
+    from shared import seeds
+    from shared.landscape import from_model
+    from shared.models import registry
+    from shared.training.network import init_network
+
+    spec = {"dataset": "digits", "subset": 64, "channels": [2, 2], "batch": 16, "lr": 0.01, "momentum": 0.9,
+            "checkpoints": [0, 4], "slq_steps": 20, "slq_draws": 2, "lanczos_steps": 20, "top": 3, "judge": False,
+            "model": "resnet", "depth": 8, "base_width": 1, "bn_mode": "eval", "eval_batch": 32}
+    table = steps._slq_model(True, spec, 0, None)
+    assert table.step.tolist() == [0, 4] and not table.failed.any()
+    assert table.loss.iloc[1] != table.loss.iloc[0]  # the 4 SGD steps moved the weights
+    assert ((table.gradient_overlap >= 0) & (table.gradient_overlap <= 1 + 1e-5)).all()
+
+    x, y, classes = steps._slq_data(spec, 0, None)
+    build = registry.builder("resnet", depth=8, base_width=1, batch_norm=True, in_channels=1, num_classes=classes)
+    net, params, state = init_network(build, seeds.derive(0, steps.MODULE, "slq_init"))
+    obj, p = from_model(net.model(params, state, "eval"), (jnp.asarray(x), jnp.asarray(y)), bn_mode="eval")
+    flat, unravel = ravel_pytree(p)
+    dense = np.asarray(jax.jit(jax.hessian(lambda v: obj(unravel(v))))(flat), np.float64)
+    grad = np.asarray(jax.grad(lambda v: obj(unravel(v)))(flat), np.float64)
+    lam = np.linalg.eigvalsh(0.5 * (dense + dense.T))[-1]
+    assert table.lambda_max.iloc[0] == pytest.approx(lam, rel=1e-3)
+    assert table.grad_norm.iloc[0] == pytest.approx(np.linalg.norm(grad), rel=1e-4)
+    assert table.loss.iloc[0] == pytest.approx(float(obj(p)), rel=1e-6)
+
+
+def test_resnet_without_batchnorm_has_no_normalisation_and_biased_convolutions() -> None:
+    """``batch_norm=False`` (S8's ResNet-32 "without BN"): no BatchNorm layer and no running
+    statistics, a bias on every convolution, the same function class otherwise."""
+    from flax import nnx
+
+    from shared.models import registry
+
+    plain = registry.build("resnet", depth=8, base_width=2, batch_norm=False, rngs=nnx.Rngs(0))
+    assert not any(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(plain))
+    convs = [m for _, m in nnx.iter_modules(plain) if isinstance(m, nnx.Conv)]
+    assert convs and all(c.bias is not None for c in convs)
+    assert len(jax.tree.leaves(nnx.state(plain, nnx.BatchStat))) == 0
+    out = nnx.jit(lambda model, x: model(x))(plain, jnp.ones((2, 8, 8, 3)))
+    assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))

@@ -44,7 +44,11 @@ from shared.curvature.gauss_newton import ggn_matrix
 from shared.curvature.hvp import batch_data, full_gradient, hessian_operator
 from shared.curvature.lanczos import lanczos_eigs
 from shared.curvature.slq import slq
+from shared.landscape import from_model
+from shared.models import registry
 from shared.module import FigureOut, StepResult
+from shared.training.network import init_network
+from shared.training.step import init_train_state, make_train_step
 
 MODULE = "sagun_hessian_spectrum"
 HESSIAN_FLOATS = 2e7  # activations held at once while Hessian columns are computed
@@ -803,20 +807,21 @@ def _momentum_steps(params: dict[str, jax.Array], opt_state: Any, x: jax.Array, 
     return jax.lax.scan(step, (params, opt_state), order)[0]
 
 
-def _checkpoint_analysis(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, spec: dict[str, Any],
-                         key: jax.Array) -> dict[str, Any]:
-    batches = batch_data((x, y))
-    op = hessian_operator(conv_loss, params, batches, reduction="mean", unroll_batches=True)
+def _checkpoint_analysis(loss_value: float, batch_loss: Any, params: Any, batches: Any, spec: dict[str, Any],
+                         key: jax.Array, unroll: bool | None) -> dict[str, Any]:
+    """At one checkpoint: SLQ of the training-set Hessian, the top Ritz pairs, the gradient's share
+    in their span and the outlier strength λ_max/√((1/P) tr H²) (Ghorbani et al. 2019, §3-4)."""
+    op = hessian_operator(batch_loss, params, batches, reduction="mean", unroll_batches=unroll)
     k1, k2 = jax.random.split(key)
     density = slq(op, k1, num_steps=spec["slq_steps"], num_draws=spec["slq_draws"], loop="python")
     ritz = lanczos_eigs(op, k2, k=spec["top"], num_steps=spec["lanczos_steps"], return_vectors=True, loop="python")
-    grad = full_gradient(conv_loss, params, batches, reduction="mean", unroll_batches=True)
+    grad = full_gradient(batch_loss, params, batches, reduction="mean", unroll_batches=unroll)
     vecs = ritz.top.eigenvectors
     assert vecs is not None  # return_vectors=True
     overlap = float(jnp.sum((vecs @ grad) ** 2) / jnp.sum(grad**2))
     second, _ = density.moment(2)
     lam = np.asarray(ritz.top.eigenvalues, np.float64)
-    return dict(loss=float(conv_loss(params, (x, y))), grad_norm=float(jnp.linalg.norm(grad)),
+    return dict(loss=loss_value, grad_norm=float(jnp.linalg.norm(grad)),
                 lambda_max=float(lam[0]), lambda_k=float(lam[-1]),
                 outlier_strength=float(lam[0] / math.sqrt(max(float(second), 1e-30))),
                 gradient_overlap=overlap, top=" ".join(f"{v:.5g}" for v in lam),
@@ -824,21 +829,80 @@ def _checkpoint_analysis(params: dict[str, jax.Array], x: jax.Array, y: jax.Arra
                 weights=json.dumps(np.asarray(density.weights, np.float64).round(7).tolist()))
 
 
-def _slq_model(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.DataFrame:
-    t0 = time.perf_counter()
+def _slq_data(spec: dict[str, Any], seed: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """S8's training images (standardized; ``subset`` seeded examples when set) and the class count."""
     ds = data.load(spec["dataset"], "train", preprocessing=["standardize"], dtype=np.float32, data_dir=data_dir)
-    x, y = ds.x, ds.y
+    x, y = np.asarray(ds.x), np.asarray(ds.y)
     if spec.get("subset"):
         keep = np.sort(seeds.numpy_rng(seed, MODULE, "slq_subset").permutation(x.shape[0])[: spec["subset"]])
         x, y = x[keep], y[keep]
-    n = x.shape[0]
-    params = init_convnet(seed, "slq_init", tuple(spec["channels"]), int(ds.num_classes or 10), bn, int(x.shape[-1]))
-    opt_state = optax.sgd(spec["lr"], spec["momentum"]).init(params)
+    return x, y, int(ds.num_classes or 10)
+
+
+def _sgd_order(n: int, spec: dict[str, Any], seed: int) -> np.ndarray:
+    """[max(checkpoints), batch] example indices: seeded epochs without replacement."""
     rng = seeds.numpy_rng(seed, MODULE, "slq_order")
     per_epoch = n // spec["batch"]
     total = max(spec["checkpoints"])
-    order = np.concatenate([rng.permutation(n)[: per_epoch * spec["batch"]].reshape(per_epoch, spec["batch"])
-                            for _ in range(-(-total // per_epoch))])[:total]
+    return np.concatenate([rng.permutation(n)[: per_epoch * spec["batch"]].reshape(per_epoch, spec["batch"])
+                           for _ in range(-(-total // per_epoch))])[:total]
+
+
+def resnet_forward_flops(depth: int, base_width: int, side: int, in_channels: int, classes: int) -> float:
+    """Multiply-adds × 2 of one CIFAR ResNet forward pass (``shared.models.resnet``, option-B
+    projections), for the projected cost."""
+    n, c_in, s = (depth - 2) // 6, base_width, side
+    flops = 2.0 * side * side * 9 * in_channels * base_width
+    for stage, c in enumerate((base_width, 2 * base_width, 4 * base_width)):
+        for i in range(n):
+            stride = 2 if stage > 0 and i == 0 else 1
+            s //= stride
+            flops += 2.0 * s * s * 9 * (c_in * c + c * c) + (2.0 * s * s * c_in * c if (stride, c_in) != (1, c) else 0)
+            c_in = c
+    return flops + 2.0 * c_in * classes
+
+
+def _slq_resnet(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.DataFrame:
+    """S8 as Ghorbani et al.: a CIFAR ResNet (``shared.models.resnet``, depth ``depth``) with and without
+    BatchNorm, SGD with momentum one jitted step at a time (``shared.training.make_train_step``), and
+    at each checkpoint the Hessian of the training loss with BatchNorm in mode ``bn_mode``
+    (``shared.landscape.from_model``, batches of ``eval_batch``)."""
+    t0 = time.perf_counter()
+    x, y, classes = _slq_data(spec, seed, data_dir)
+    build = registry.builder("resnet", depth=spec["depth"], base_width=spec["base_width"], batch_norm=bn,
+                             in_channels=int(x.shape[-1]), num_classes=classes)
+    net, params, state = init_network(build, seeds.derive(seed, MODULE, "slq_init"))
+    tx = optax.sgd(spec["lr"], spec["momentum"])
+    ts = init_train_state(params, state, tx)
+    step_fn = jax.jit(make_train_step(net, tx))
+    step_key = seeds.derive(seed, MODULE, "slq_steps")
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    order = jnp.asarray(_sgd_order(x.shape[0], spec, seed))
+    rows, done = [], 0
+    for i, step in enumerate(sorted(spec["checkpoints"])):
+        for t in range(done, step):
+            ts, _ = step_fn(ts, None, xj[order[t]], yj[order[t]], step_key)
+        done = max(done, step)
+        obj, p = from_model(net.model(ts.params, ts.model_state, "eval"), (xj, yj), bn_mode=spec["bn_mode"],
+                            batch_size=spec["eval_batch"])
+        stats = _checkpoint_analysis(float(obj(p)), obj.batch_loss, p, obj.data, spec,
+                                     seeds.derive(seed, MODULE, "slq_checkpoint", i), None)
+        rows.append(dict(batch_norm=bn, step=step, failed=bool(ts.failed), **stats))
+    print(f"[{MODULE}] slq ResNet-{spec['depth']} {'with' if bn else 'without'} BN: {len(rows)} checkpoints, "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return pd.DataFrame(rows)
+
+
+def _slq_model(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) -> pd.DataFrame:
+    """S8 on the small convnet (``model: convnet``; the quick and smoke scales) or a ResNet."""
+    if spec["model"] == "resnet":
+        return _slq_resnet(bn, spec, seed, data_dir)
+    t0 = time.perf_counter()
+    x, y, classes = _slq_data(spec, seed, data_dir)
+    params = init_convnet(seed, "slq_init", tuple(spec["channels"]), classes, bn, int(x.shape[-1]))
+    opt_state = optax.sgd(spec["lr"], spec["momentum"]).init(params)
+    order = _sgd_order(x.shape[0], spec, seed)
+    batches = batch_data((x, y))
     rows, done = [], 0
     segment = math.gcd(*spec["checkpoints"]) or 1  # equal-length scans: one compiled program per model
     for i, step in enumerate(sorted(spec["checkpoints"])):
@@ -846,7 +910,8 @@ def _slq_model(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) 
             params, opt_state = _momentum_steps(params, opt_state, x, y, jnp.asarray(order[start:start + segment]),
                                                 spec["lr"], spec["momentum"])
         done = max(done, step)
-        stats = _checkpoint_analysis(params, x, y, spec, seeds.derive(seed, MODULE, "slq_checkpoint", i))
+        stats = _checkpoint_analysis(float(conv_loss(params, (x, y))), conv_loss, params, batches, spec,
+                                     seeds.derive(seed, MODULE, "slq_checkpoint", i), True)
         rows.append(dict(batch_norm=bn, step=step, **stats))
     print(f"[{MODULE}] slq {'with' if bn else 'without'} BN: {len(rows)} checkpoints, "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
@@ -856,13 +921,17 @@ def _slq_model(bn: bool, spec: dict[str, Any], seed: int, data_dir: str | None) 
 def slq_density(cfg: dict[str, Any]) -> StepResult:
     spec = cfg["slq_density"]
     c1, c2 = spec["channels"]
-    n = spec.get("subset") or 1438
-    side = 8 if spec["dataset"] == "digits" else 32
+    n = spec.get("subset") or (1438 if spec["dataset"] == "digits" else 50000)
+    side, in_channels = (8, 1) if spec["dataset"] == "digits" else (32, 3)
     per_example = 2 * side * side * 9 * (c1 + c1 * c2 / 4)
+    what = f"a {c1}-{c2} channel convnet"
+    if spec["model"] == "resnet":
+        per_example = resnet_forward_flops(spec["depth"], spec["base_width"], side, in_channels, 10)
+        what = f"ResNet-{spec['depth']}"
     hvps = len(spec["checkpoints"]) * (spec["slq_steps"] * spec["slq_draws"] + spec["lanczos_steps"])
     flops = 2 * (hvps * 4 * n * per_example + 6 * max(spec["checkpoints"]) * spec["batch"] * per_example)
     per = hvps // len(spec["checkpoints"])
-    _projected_cost(f"slq_density (2 models × {len(spec['checkpoints'])} checkpoints × {per}"
+    _projected_cost(f"slq_density ({what} with and without BN × {len(spec['checkpoints'])} checkpoints × {per}"
                     f" Hessian-vector products on {n} examples, plus training)", flops)
     frames = [resume.chunk(f"bn_{bn}", {**spec, "seed": cfg["seed"], "bn": bn},
                            functools.partial(_slq_model, bn, spec, cfg["seed"], cfg.get("data_dir")))
@@ -876,13 +945,17 @@ def slq_density(cfg: dict[str, Any]) -> StepResult:
         "s8_outlier_strength_bn": later[later.batch_norm].outlier_strength.tolist(),
     }
     if not spec["judge"]:
-        reason = (f"the SLQ pipeline ran on a {c1}-{c2} channel convnet on {spec['dataset']} ({n} examples, "
+        reason = (f"the SLQ pipeline ran on {what} on {spec['dataset']} ({n} examples, "
                   f"{len(spec['checkpoints'])} checkpoints, one seed); the claim is about ResNet-32 on CIFAR-10 "
                   "and the checkpoints of one run are not independent samples for the group comparison")
         values = {k: {"not_testable": reason} for k in values}
     plotting.setup()
     return StepResult(measurements=values, tables={"slq_checkpoints": table.drop(columns=["nodes", "weights"])},
                       figures=_slq_figures(table, spec))
+
+
+def _slq_net(spec: dict[str, Any]) -> str:
+    return f"ResNet-{spec['depth']}" if spec["model"] == "resnet" else "a small convnet"
 
 
 def _slq_figures(table: pd.DataFrame, spec: dict[str, Any]) -> dict[str, FigureOut]:
@@ -905,7 +978,7 @@ def _slq_figures(table: pd.DataFrame, spec: dict[str, Any]) -> dict[str, FigureO
                title=f"{'with' if bn else 'without'} BatchNorm")
         ax.legend(fontsize=7)
     caption = (f"SLQ densities ({spec['slq_steps']} Lanczos steps × {spec['slq_draws']} Rademacher draws, Gaussian "
-               f"smoothing σ = range/200) of the full-training-set Hessian of a small convnet on {spec['dataset']}, "
+               f"smoothing σ = range/200) of the full-training-set Hessian of {_slq_net(spec)} on {spec['dataset']}, "
                "with and without BatchNorm (BN with full-set batch statistics), along SGD training. " + "; ".join(
                    f"{'BN' if r.batch_norm else 'plain'} step {r.step}: λ_max {r.lambda_max:.3g}, outlier strength "
                    f"{r.outlier_strength:.2f}, gradient share {r.gradient_overlap:.2f}" for _, r in table.iterrows()))

@@ -41,17 +41,26 @@ Shortcut = Literal["A", "B", "none"]
 PAD1 = ((1, 1), (1, 1))
 
 
-def _conv(c_in: int, c_out: int, k: int, stride: int, rngs: nnx.Rngs, dtype: Any) -> nnx.Conv:
+def _conv(c_in: int, c_out: int, k: int, stride: int, rngs: nnx.Rngs, dtype: Any, bias: bool = False) -> nnx.Conv:
     return nnx.Conv(
         c_in,
         c_out,
         (k, k),
         strides=(stride, stride),
         padding=PAD1 if k == 3 else "VALID",
-        use_bias=False,
+        use_bias=bias,
         param_dtype=dtype,
         rngs=rngs,
     )
+
+
+def _norm(features: int, rngs: nnx.Rngs, dtype: Any, batch_norm: bool) -> nnx.BatchNorm | None:
+    """A BatchNorm layer, or None where the net has none (``batch_norm=False``)."""
+    return make_batch_norm(features, rngs, dtype) if batch_norm else None
+
+
+def _apply_norm(layer: nnx.BatchNorm | None, x: jax.Array) -> jax.Array:
+    return x if layer is None else layer(x)
 
 
 class BasicBlock(nnx.Module):
@@ -66,28 +75,30 @@ class BasicBlock(nnx.Module):
         shortcut: Shortcut,
         rngs: nnx.Rngs,
         param_dtype: Any = jnp.float32,
+        batch_norm: bool = True,
     ) -> None:
-        self.conv1 = _conv(c_in, c_out, 3, stride, rngs, param_dtype)
-        self.bn1 = make_batch_norm(c_out, rngs, param_dtype)
-        self.conv2 = _conv(c_out, c_out, 3, 1, rngs, param_dtype)
-        self.bn2 = make_batch_norm(c_out, rngs, param_dtype)
+        bias = not batch_norm  # without BatchNorm the convolutions carry the biases
+        self.conv1 = _conv(c_in, c_out, 3, stride, rngs, param_dtype, bias)
+        self.bn1 = _norm(c_out, rngs, param_dtype, batch_norm)
+        self.conv2 = _conv(c_out, c_out, 3, 1, rngs, param_dtype, bias)
+        self.bn2 = _norm(c_out, rngs, param_dtype, batch_norm)
         self.shortcut = shortcut
         self.stride = stride
         self.pad_channels = c_out - c_in
         needs_projection = shortcut == "B" and (stride != 1 or c_in != c_out)
-        self.proj_conv = _conv(c_in, c_out, 1, stride, rngs, param_dtype) if needs_projection else None
-        self.proj_bn = make_batch_norm(c_out, rngs, param_dtype) if needs_projection else None
+        self.proj_conv = _conv(c_in, c_out, 1, stride, rngs, param_dtype, bias) if needs_projection else None
+        self.proj_bn = _norm(c_out, rngs, param_dtype, batch_norm) if needs_projection else None
 
     def residual(self, x: jax.Array) -> jax.Array:
-        """The residual branch F(x) = BN(conv(ReLU(BN(conv(x)))))."""
-        return self.bn2(self.conv2(jax.nn.relu(self.bn1(self.conv1(x)))))
+        """The residual branch F(x) = BN(conv(ReLU(BN(conv(x))))) (no BN: conv(ReLU(conv(x))))."""
+        return _apply_norm(self.bn2, self.conv2(jax.nn.relu(_apply_norm(self.bn1, self.conv1(x)))))
 
     def skip(self, x: jax.Array) -> jax.Array | None:
         """The shortcut path, or ``None`` for a ``noshort`` block."""
         if self.shortcut == "none":
             return None
-        if self.proj_conv is not None and self.proj_bn is not None:
-            return self.proj_bn(self.proj_conv(x))
+        if self.proj_conv is not None:
+            return _apply_norm(self.proj_bn, self.proj_conv(x))
         if self.stride != 1 or self.pad_channels:  # option A
             x = x[:, :: self.stride, :: self.stride, :]
             lo = self.pad_channels // 2
@@ -105,7 +116,9 @@ class CifarResNet(nnx.Module):
     (16k, 32k, 64k channels; strides 1, 2, 2) → global average pool → linear.
 
     ``base_width`` (default 16, the paper's) replaces the 16 of the stem and first stage
-    (stages: b·k, 2b·k, 4b·k): reduced-width CPU stand-ins use e.g. ``base_width=4``."""
+    (stages: b·k, 2b·k, 4b·k): reduced-width CPU stand-ins use e.g. ``base_width=4``.
+    ``batch_norm=False`` drops every BatchNorm layer and gives the convolutions biases
+    (Ghorbani et al. 2019's ResNet-32 "without BN")."""
 
     def __init__(
         self,
@@ -118,6 +131,7 @@ class CifarResNet(nnx.Module):
         in_channels: int = 3,
         param_dtype: Any = jnp.float32,
         base_width: int = 16,
+        batch_norm: bool = True,
     ) -> None:
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -128,21 +142,22 @@ class CifarResNet(nnx.Module):
         if base_width < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         widths = (base_width * width, 2 * base_width * width, 4 * base_width * width)
-        self.stem = _conv(in_channels, widths[0], 3, 1, rngs, param_dtype)
-        self.stem_bn = make_batch_norm(widths[0], rngs, param_dtype)
+        self.stem = _conv(in_channels, widths[0], 3, 1, rngs, param_dtype, not batch_norm)
+        self.stem_bn = _norm(widths[0], rngs, param_dtype, batch_norm)
         blocks: list[BasicBlock] = []
         c_in = widths[0]
         for stage, c_out in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(c_in, c_out, stride, shortcut=shortcut, rngs=rngs, param_dtype=param_dtype))
+                blocks.append(BasicBlock(c_in, c_out, stride, shortcut=shortcut, rngs=rngs, param_dtype=param_dtype,
+                                         batch_norm=batch_norm))
                 c_in = c_out
         self.blocks = nnx.List(blocks)
         self.linear = nnx.Linear(widths[-1], num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, rngs: Rngish = None) -> jax.Array:
         del rngs  # no dropout
-        x = jax.nn.relu(self.stem_bn(self.stem(x)))
+        x = jax.nn.relu(_apply_norm(self.stem_bn, self.stem(x)))
         for block in self.blocks:
             x = block(x)
         return self.linear(jnp.mean(x, axis=(1, 2)))
