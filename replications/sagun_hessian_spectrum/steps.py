@@ -924,10 +924,9 @@ def slq_density(cfg: dict[str, Any]) -> StepResult:
     n = spec.get("subset") or (1438 if spec["dataset"] == "digits" else 50000)
     side, in_channels = (8, 1) if spec["dataset"] == "digits" else (32, 3)
     per_example = 2 * side * side * 9 * (c1 + c1 * c2 / 4)
-    what = f"a {c1}-{c2} channel convnet"
+    what = _slq_net(spec)
     if spec["model"] == "resnet":
         per_example = resnet_forward_flops(spec["depth"], spec["base_width"], side, in_channels, 10)
-        what = f"ResNet-{spec['depth']}"
     hvps = len(spec["checkpoints"]) * (spec["slq_steps"] * spec["slq_draws"] + spec["lanczos_steps"])
     flops = 2 * (hvps * 4 * n * per_example + 6 * max(spec["checkpoints"]) * spec["batch"] * per_example)
     per = hvps // len(spec["checkpoints"])
@@ -955,7 +954,9 @@ def slq_density(cfg: dict[str, Any]) -> StepResult:
 
 
 def _slq_net(spec: dict[str, Any]) -> str:
-    return f"ResNet-{spec['depth']}" if spec["model"] == "resnet" else "a small convnet"
+    """S8's network in words (tables, captions, reasons)."""
+    c1, c2 = spec["channels"]
+    return f"ResNet-{spec['depth']}" if spec["model"] == "resnet" else f"a {c1}-{c2} channel convnet"
 
 
 def _slq_figures(table: pd.DataFrame, spec: dict[str, Any]) -> dict[str, FigureOut]:
