@@ -141,12 +141,12 @@ def test_interpolated_batchnorm_variance_is_floored_at_zero() -> None:
 
 # --- planted runs: every claim can fail -------------------------------------------------------------
 
-def _runs(test_sb, test_lb, train_sb, train_lb, sharp_sb, sharp_lb, lam_sb, lam_lb, peak, ratio):  # type: ignore[no-untyped-def]
+def _runs(test_sb, test_lb, train_sb, train_lb, sharp_sb, sharp_lb, lam_sb, lam_lb, peak, ratio, slot="f1"):  # type: ignore[no-untyped-def]
     rows = []
     for i in range(len(test_sb)):
         for regime, te, tr, sh, lam in (("sb", test_sb[i], train_sb[i], sharp_sb[i], lam_sb[i]),
                                         ("lb", test_lb[i], train_lb[i], sharp_lb[i], lam_lb[i])):
-            row = {"network": "f1", "regime": regime, "seed": i, "test_acc": te, "train_acc": tr,
+            row = {"network": slot, "regime": regime, "seed": i, "test_acc": te, "train_acc": tr,
                    "distance_ratio": ratio[i], "lambda_max": lam, "trace": 10 * lam, "peak_drop": peak[i] if
                    regime == "lb" else 0.0, "best_test_acc": te + (peak[i] if regime == "lb" else 0.0)}
             for space, eps in steps.CELLS:
@@ -171,40 +171,53 @@ GOOD = dict(test_sb=[0.980, 0.981, 0.9805, 0.980, 0.9802], test_lb=[0.978, 0.978
             peak=[0.0, 0.001, 0.0, 0.0005, 0.0], ratio=[5.0, 6, 4, 7, 5])
 
 
-def _judge(ids: list[str], **over):  # type: ignore[no-untyped-def]
-    spec = {"network": "f1", "model": "mlp", "dataset": "mnist", "analogue": False}
+# Table 2's sizes for C1 (test 0.8004 vs 0.7726): a paper-like C1 pair has a gap of that size.
+GOOD_C1 = dict(GOOD, test_sb=[0.800, 0.801, 0.8005, 0.800, 0.8002], test_lb=[0.772, 0.7725, 0.7722, 0.7728, 0.7731])
+SLOTS = ["f1", "c1"]  # the networks the quick scale runs (the planted runs are the paper's, analogue: False)
+
+
+def _judge(ids: list[str], slot: str = "f1", **over):  # type: ignore[no-untyped-def]
+    spec = {"network": slot, "model": "mlp", "dataset": "mnist", "analogue": False}
     k_sb, k_lb = over.pop("k_sb", [1.0, 1.1, 0.9, 1.0, 1.2]), over.pop("k_lb", [30.0, 28, 35, 31, 29])
-    m = steps.slot_measurements("f1", _runs(**{**GOOD, **over}), _parametric(k_sb, k_lb), spec, {})
-    return {i: judge(CLAIMS[i], m).verdict for i in ids}
+    good = GOOD_C1 if slot == "c1" else GOOD
+    m = steps.slot_measurements(slot, _runs(**{**good, **over}, slot=slot), _parametric(k_sb, k_lb), spec, {})
+    return {i: judge(CLAIMS[i.format(S=slot.upper())], m).verdict for i in ids}
 
 
-IDS = ["KS1-F1", "KS1-size-F1", "KS2-F1", "KS3-F1", "KS4-F1", "KS7-F1", "KSH-F1"]
+IDS = ["KS1-{S}", "KS1-size-{S}", "KS2-{S}", "KS3-{S}", "KS4-{S}", "KS7-{S}", "KSH-{S}"]
 
 
-def test_planted_paper_like_runs_reproduce_every_claim() -> None:
-    assert set(_judge(IDS).values()) == {"reproduced"}
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_paper_like_runs_reproduce_every_claim(slot: str) -> None:
+    assert set(_judge(IDS, slot).values()) == {"reproduced"}
 
 
-def test_planted_no_gap_is_not_reproduced() -> None:
-    v = _judge(["KS1-F1", "KS1-size-F1"], test_lb=GOOD["test_sb"])
-    assert v == {"KS1-F1": "not reproduced", "KS1-size-F1": "not reproduced"}
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_no_gap_is_not_reproduced(slot: str) -> None:
+    good = GOOD_C1 if slot == "c1" else GOOD
+    v = _judge(["KS1-{S}", "KS1-size-{S}"], slot, test_lb=good["test_sb"])
+    assert v == {"KS1-{S}": "not reproduced", "KS1-size-{S}": "not reproduced"}
 
 
-def test_planted_equal_sharpness_fails_ks2_and_ksh() -> None:
-    v = _judge(["KS2-F1", "KSH-F1"], sharp_lb=GOOD["sharp_sb"], lam_lb=GOOD["lam_sb"])
-    assert v == {"KS2-F1": "not reproduced", "KSH-F1": "not reproduced"}
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_equal_sharpness_fails_ks2_and_ksh(slot: str) -> None:
+    v = _judge(["KS2-{S}", "KSH-{S}"], slot, sharp_lb=GOOD["sharp_sb"], lam_lb=GOOD["lam_sb"])
+    assert v == {"KS2-{S}": "not reproduced", "KSH-{S}": "not reproduced"}
 
 
-def test_planted_equal_basins_fail_ks3() -> None:
-    assert _judge(["KS3-F1"], k_lb=[1.0, 1.1, 0.9, 1.0, 1.2])["KS3-F1"] == "not reproduced"
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_equal_basins_fail_ks3(slot: str) -> None:
+    assert _judge(["KS3-{S}"], slot, k_lb=[1.0, 1.1, 0.9, 1.0, 1.2])["KS3-{S}"] == "not reproduced"
 
 
-def test_planted_peaking_lb_curve_fails_ks4() -> None:
-    assert _judge(["KS4-F1"], peak=[0.05] * 5)["KS4-F1"] == "not reproduced"
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_peaking_lb_curve_fails_ks4(slot: str) -> None:
+    assert _judge(["KS4-{S}"], slot, peak=[0.05] * 5)["KS4-{S}"] == "not reproduced"
 
 
-def test_planted_distance_ratio_below_one_fails_ks7() -> None:
-    assert _judge(["KS7-F1"], ratio=[0.5, 0.8, 0.9, 0.7, 0.6])["KS7-F1"] == "not reproduced"
+@pytest.mark.parametrize("slot", SLOTS)
+def test_planted_distance_ratio_below_one_fails_ks7(slot: str) -> None:
+    assert _judge(["KS7-{S}"], slot, ratio=[0.5, 0.8, 0.9, 0.7, 0.6])["KS7-{S}"] == "not reproduced"
 
 
 def test_planted_flat_sweep_and_warm_start_are_not_reproduced() -> None:
@@ -241,3 +254,27 @@ def test_capped_seeds_leave_the_verdicts_and_all_capped_is_not_testable() -> Non
     runs["capped"] = runs["seed"] != 0
     m = steps.slot_measurements("f1", runs, par, spec, {})
     assert judge(CLAIMS["KS2-F1"], m).verdict == "not testable at this scale"
+
+
+def test_conv1d_analogue_equals_a_numpy_convnet() -> None:
+    """The quick scale's C1 analogue (models.Conv1DNet): two SAME k5 cross-correlations, ReLU,
+    max-pool 2, then a linear layer on the (position, channel) flattening, in NumPy."""
+    from flax import nnx
+
+    from replications.keskar_large_batch import models
+
+    net = models.builder("conv1d", channels=3)(nnx.Rngs(0))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (4, 40)), np.float32)
+
+    def conv(h: np.ndarray, layer: nnx.Conv) -> np.ndarray:
+        w, b = np.asarray(layer.kernel[...]), np.asarray(layer.bias[...])  # (5, in, out), (out,)
+        pad = np.pad(h, ((0, 0), (2, 2), (0, 0)))
+        return np.stack([np.einsum("bki,kio->bo", pad[:, t:t + 5], w) for t in range(h.shape[1])], 1) + b
+
+    def pool(h: np.ndarray) -> np.ndarray:
+        return np.maximum(h[:, 0::2], h[:, 1::2])
+
+    h = pool(np.maximum(conv(x[..., None], net.conv1), 0))
+    h = pool(np.maximum(conv(h, net.conv2), 0))
+    want = h.reshape(4, -1) @ np.asarray(net.out.kernel[...]) + np.asarray(net.out.bias[...])
+    np.testing.assert_allclose(np.asarray(net(jnp.asarray(x))), want, rtol=1e-5, atol=1e-5)
