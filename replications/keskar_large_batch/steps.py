@@ -38,7 +38,7 @@ from shared.benchmarking import print_projected_cost
 from shared.curvature import hessian_operator, hutch_plus_plus, lanczos_eigs
 from shared.landscape import from_model
 from shared.module import FigureOut, StepResult
-from shared.sharpness.keskar import keskar_sharpness
+from shared.sharpness.keskar import keskar_sharpness, random_subspace
 from shared.training import (
     Network,
     init_network,
@@ -198,10 +198,16 @@ def _same_leaves(a: Any, b: Any) -> bool:
 
 def sharpness_cells(obj: Any, params: Any, scfg: Mapping[str, Any], key: jax.Array) -> dict[str, Any]:
     """Metric 2.1 in every configured cell (space × ε); one random subspace A per ``key``
-    (the same for a seed's SB and LB minima). No-progress runs are flagged, not warned."""
+    (the same for a seed's SB and LB minima), drawn once here for every ε (as
+    ``keskar_sharpness`` would draw it from ``key``: the same A and start points). No-progress
+    runs are flagged, not warned."""
     out: dict[str, Any] = {}
+    a = None
+    if "subspace" in scfg["spaces"]:
+        flat = ravel_pytree(params)[0]
+        a = random_subspace(jax.random.fold_in(key, 0), flat.size, int(scfg["subspace_dim"]), flat.dtype)
     for space, eps in [(s, e) for s in scfg["spaces"] for e in scfg["epsilons"]]:
-        res = keskar_sharpness(obj, params, epsilon=eps, dim=scfg["subspace_dim"] if space == "subspace" else None,
+        res = keskar_sharpness(obj, params, epsilon=eps, subspace=a if space == "subspace" else None,
                                key=key, maxiter=scfg["maxiter"], restarts=scfg["restarts"],
                                on_no_progress="ignore")
         name = cell_name(space, eps)

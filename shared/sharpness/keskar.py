@@ -172,8 +172,10 @@ def random_subspace(key: jax.Array, n: int, p: int, dtype: Any) -> jax.Array:
     return jax.random.normal(key, (n, p), dtype)
 
 
+@jax.jit
 def box_bound(x: jax.Array, epsilon: float, a: jax.Array | None = None) -> jax.Array:
-    """ε(|(A⁺x)_i| + 1) for each coordinate of y (A = I when ``a`` is None)."""
+    """ε(|(A⁺x)_i| + 1) for each coordinate of y (A = I when ``a`` is None). Jitted: eagerly,
+    ``a.T`` would first be copied (n × p floats; F1 size with p = 100: 0.9 s against 0.16 s)."""
     if a is None:
         z = x
     else:
