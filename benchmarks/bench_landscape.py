@@ -106,12 +106,19 @@ def bench_surface(grid: int, num_examples: int, batch_size: int, vmap_size: int 
     }
 
 
-def bench_keskar(num_examples: int, depth: int, dim: int | None, given: bool = False) -> dict[str, Any]:
+KESKAR_INPUTS = {"keskar_f1": ((784,), "mnist"), "keskar_c1": ((32, 32, 3), "cifar")}
+
+
+def bench_keskar(num_examples: int, depth: int, dim: int | None, given: bool = False, model_name: str = "keskar_f1",
+                 batch_size: int = 10_000) -> dict[str, Any]:
     """One Metric 2.1 row; ``given``: A drawn before the timing and passed as ``subspace`` (how
-    the Keskar module calls it: one A per minimum for all its ε cells), else drawn inside."""
-    model = registry.build("keskar_f1", rngs=nnx.Rngs(seeds.derive(ROOT_SEED, "bench", "f1")), depth=depth)
-    data = random_images(seeds.derive(ROOT_SEED, "bench", "mnist"), num_examples, (784,), 10)
-    obj, params = surface.from_model(model, data, bn_mode="eval", batch_size=10_000)
+    the Keskar module calls it: one A per minimum for all its ε cells), else drawn inside.
+    ``model_name``: ``keskar_f1`` (``depth`` hidden layers) or ``keskar_c1`` (CIFAR-shaped)."""
+    shape, data_name = KESKAR_INPUTS[model_name]
+    kw = {"depth": depth} if model_name == "keskar_f1" else {}
+    model = registry.build(model_name, rngs=nnx.Rngs(seeds.derive(ROOT_SEED, "bench", model_name[-2:])), **kw)
+    data = random_images(seeds.derive(ROOT_SEED, "bench", data_name), num_examples, shape, 10)
+    obj, params = surface.from_model(model, data, bn_mode="eval", batch_size=batch_size)
 
     value_and_grad = jax.jit(lambda o, p: jax.value_and_grad(o)(p))
     start = time.perf_counter()
@@ -135,7 +142,8 @@ def bench_keskar(num_examples: int, depth: int, dim: int | None, given: bool = F
     space = "full space" if dim is None else f"subspace p={dim}" + (" (A given)" if a is not None else " (A drawn)")
     return {
         "task": "keskar_metric_2.1",
-        "setting": (f"F1-like 784-{depth}x512-10 ({n_params:,} params), {num_examples} examples, {space}, "
+        "setting": ((f"F1-like 784-{depth}x512-10" if model_name == "keskar_f1" else "C1 (keskar_c1)")
+                    + f" ({n_params:,} params), {num_examples} examples, {space}, "
                     f"eps 1e-3, init {res.init}, {res.nit} it, phi={res.sharpness:.3g}"
                     + (", NO PROGRESS" if res.no_progress else "")),
         "work": evals, "unit": "f+grad evals", "time_s": elapsed, "compile_s": floor_compile,
@@ -152,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vmap-size", type=int, default=None, help="points vmapped together (default: 1 on CPU)")
     parser.add_argument("--skip", choices=["surface", "keskar"], action="append", default=[])
     parser.add_argument("--model", default="resnet20", help="surface model (registry name), e.g. resnet56")
+    parser.add_argument("--keskar-model", choices=sorted(KESKAR_INPUTS), default="keskar_f1",
+                        help="Metric 2.1's network: keskar_f1 (MNIST-shaped) or keskar_c1 (CIFAR-shaped)")
+    parser.add_argument("--keskar-examples", type=int, default=None,
+                        help="Metric 2.1's training-set size (default: F1 60,000, quick 10,000; C1 50,000)")
+    parser.add_argument("--keskar-batch", type=int, default=10_000, help="Metric 2.1's evaluation batch")
     parser.add_argument("--out", default=None, help="CSV file for the table")
     args = parser.parse_args(argv)
     grid = args.grid or (5 if args.quick else 51)
@@ -160,9 +173,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(bench_surface(grid, args.num_examples, args.batch_size, args.vmap_size, args.model))
     if "keskar" not in args.skip:
         n, depth = (10_000, 2) if args.quick else (60_000, 5)
-        rows.append(bench_keskar(n, depth, None))
-        rows.append(bench_keskar(n, depth, 100))
-        rows.append(bench_keskar(n, depth, 100, given=True))
+        if args.keskar_model == "keskar_c1":
+            n = 50_000
+        n = args.keskar_examples or n
+        for dim, given in ((None, False), (100, False), (100, True)):
+            rows.append(bench_keskar(n, depth, dim, given, args.keskar_model, args.keskar_batch))
     print(f"\ndevice: {jax.devices()[0].device_kind} x{len(jax.devices())}, backend {jax.default_backend()}"
           + (" (--quick: smaller grid and model)" if args.quick else ""))
     print("\n| task | setting | work | time (s) | compile (s) | rate | floor (s) | time/floor |")
