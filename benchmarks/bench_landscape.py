@@ -24,7 +24,12 @@ default ``init="random"``; y = 0 is a stationary point at a minimum) with scipy'
 The subspace is timed twice: "A drawn" draws A (n × 100 N(0, 1) numbers) and solves for A⁺x
 inside the timing; "A given" draws A before it (the Keskar module draws one A per minimum and
 shares it between its ε cells), so only A⁺x and the passes are timed.
-``--skip surface`` runs only the three Metric 2.1 rows.
+``--skip surface`` runs only the three Metric 2.1 rows. ``--keskar-model keskar_c1`` times
+them for C1 (CIFAR-shaped, 50,000 examples by default; issue #15's goal: ≤ 1 minute on one
+H100-class GPU):
+
+    .venv/bin/python benchmarks/bench_landscape.py --skip surface --keskar-model keskar_c1 \
+        --keskar-examples 50000 --keskar-batch 5000 --out bench_keskar_c1.csv
 
 Li et al.'s headline (issue #17), for a GPU: the 51×51 ResNet-56 surface on the full training
 set's size (the paper: about an hour on four GPUs; the goal: ≤ 5 minutes on one H100-class GPU)
