@@ -733,6 +733,18 @@ def _plot_epochs(hist: pd.DataFrame, networks: Mapping[str, Any], cfg: Mapping[s
     return FigureOut(fig, caption)
 
 
+def _value_scale(ax: Any, values: Any) -> None:
+    """A log y axis when every value is positive, else symlog with its linear part down to the
+    smallest nonzero |value| (Metric 2.1 can be 0 and λ_max negative at a saddle)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size and (v > 0).all():
+        ax.set_yscale("log")
+    else:
+        nonzero = np.abs(v[v != 0])
+        ax.set_yscale("symlog", linthresh=float(nonzero.min()) if nonzero.size else 1e-3)
+
+
 def _plot_measures(runs: pd.DataFrame, networks: Mapping[str, Any]) -> FigureOut:
     import matplotlib.pyplot as plt
 
@@ -745,7 +757,7 @@ def _plot_measures(runs: pd.DataFrame, networks: Mapping[str, Any]) -> FigureOut
             ax.scatter(xs, sel[col], color="C0" if regime == "sb" else "C3", label=regime.upper(), s=18)
         used = [s for s in SLOTS if s in networks]
         ax.set_xticks([SLOTS.index(s) for s in used], [s.upper() for s in used])
-        ax.set_yscale("symlog", linthresh=1e-3)
+        _value_scale(ax, runs[col])
         ax.set_title(col, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -763,19 +775,24 @@ def _plot_sweep(table: pd.DataFrame, slot: str, title: str, m: Mapping[str, Any]
     ax.errorbar(g["test_acc"].mean().index, g["test_acc"].mean(), yerr=g["test_acc"].std(), color="C0",
                 marker="o", label="test accuracy")
     ax.set_xscale("log")
+    batches = sorted(table["batch"].unique())
+    ax.set_xticks(batches, [str(int(b)) for b in batches])  # the sweep's sizes, not log-axis decades
+    ax.minorticks_off()
     ax.set_xlabel("batch size")
     ax.set_ylabel("test accuracy", color="C0")
     ax2 = ax.twinx()
     ax2.errorbar(g["sharp_full_1e3"].mean().index, g["sharp_full_1e3"].mean(), yerr=g["sharp_full_1e3"].std(),
                  color="C3", marker="s", label="Metric 2.1 (full, ε = 1e-3)")
-    ax2.set_yscale("symlog", linthresh=1e-2)
+    _value_scale(ax2, table["sharp_full_1e3"])
     ax2.set_ylabel("sharpness", color="C3")
     ax2.grid(False)
     ax.set_title(f"{slot.upper()} on {title}", fontsize=9)
     fig.tight_layout()
+    found = np.isfinite(m["sweep_threshold"])
+    threshold = f"{int(m['sweep_threshold'])}" if found else "none (no batch size fell that far)"
     caption = (f"Test accuracy and Metric 2.1 vs batch size ({slot.upper()} on {title}, {bcfg['seeds']} seeds each; "
                f"mean ± sd). Threshold (first batch whose mean accuracy is > {bcfg['drop']} below the best of the "
-               f"smaller ones): {m['sweep_threshold']}. Paper: ≈ 500 for C1, ≈ 15000 for F2.")
+               f"smaller ones): {threshold}. Paper: ≈ 500 for C1, ≈ 15000 for F2.")
     return FigureOut(fig, caption)
 
 
@@ -790,7 +807,7 @@ def _plot_warm(table: pd.DataFrame, slot: str, title: str, wcfg: Mapping[str, An
     ax2 = ax.twinx()
     ax2.errorbar(g["sharp_full_1e3"].mean().index, g["sharp_full_1e3"].mean(), yerr=g["sharp_full_1e3"].std(),
                  color="C3", marker="s")
-    ax2.set_yscale("symlog", linthresh=1e-2)
+    _value_scale(ax2, table["sharp_full_1e3"])
     ax2.set_ylabel("Metric 2.1 (full, ε = 1e-3)", color="C3")
     ax2.grid(False)
     ax.set_title(f"Warm start, {slot.upper()} on {title}", fontsize=9)
