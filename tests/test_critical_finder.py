@@ -29,11 +29,18 @@ def test_minres_matches_scipy_and_a_dense_solve() -> None:
     x, iters, _ = finder.minres(lambda v: jnp.asarray(a) @ v, jnp.asarray(b), rtol=1e-14, maxiter=50)
     dense = np.linalg.solve(a, b)
     op = spla.LinearOperator((12, 12), matvec=lambda v: a @ v, dtype=np.float64)
-    ref, info = spla.minres(op, b, rtol=1e-14, maxiter=50)
+    scipy_iters = [0]
+
+    def count(_: np.ndarray) -> None:
+        scipy_iters[0] += 1
+
+    ref, info = spla.minres(op, b, rtol=1e-14, maxiter=50, callback=count)
     assert info == 0
     np.testing.assert_allclose(np.asarray(x), dense, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(np.asarray(x), ref, rtol=1e-9, atol=1e-11)
-    assert int(iters) <= 13
+    # about n = 12 iterations; at rtol 1e-14 the last ones fight float64 rounding, so the exact count
+    # depends on the machine's BLAS (13 or 14 seen): compare with SciPy's MINRES on the same machine
+    assert abs(int(iters) - scipy_iters[0]) <= 1 and int(iters) <= 12 + 3
     # a few iterations: the same Krylov iterate as SciPy's
     x3, _, _ = finder.minres(lambda v: jnp.asarray(a) @ v, jnp.asarray(b), rtol=1e-30, maxiter=3)
     ref3, _ = spla.minres(op, b, rtol=1e-30, maxiter=3)
