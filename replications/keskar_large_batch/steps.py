@@ -788,7 +788,7 @@ def _plot_sweep(table: pd.DataFrame, slot: str, title: str, m: Mapping[str, Any]
     ax2.grid(False)
     ax.set_title(f"{slot.upper()} on {title}", fontsize=9)
     fig.tight_layout()
-    found = np.isfinite(m["sweep_threshold"])
+    found = m["sweep_threshold"] is not None and bool(np.isfinite(m["sweep_threshold"]))
     threshold = f"{int(m['sweep_threshold'])}" if found else "none (no batch size fell that far)"
     caption = (f"Test accuracy and Metric 2.1 vs batch size ({slot.upper()} on {title}, {bcfg['seeds']} seeds each; "
                f"mean ± sd). Threshold (first batch whose mean accuracy is > {bcfg['drop']} below the best of the "
