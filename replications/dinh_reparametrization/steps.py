@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from replications.dinh_reparametrization import models, theory
 from shared import data, plotting, resume
-from shared.benchmarking import print_projected_cost
+from shared.benchmarking import forward_flops, print_projected_cost
 from shared.curvature import apply, hutch_plus_plus, lanczos_eigs
 from shared.landscape import Objective, from_model, line, random_direction
 from shared.module import FigureOut, StepResult
@@ -83,17 +83,6 @@ def load_data(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[Any, Any
 def _builder(spec: Mapping[str, Any], batch_norm: bool) -> Any:
     return models.builder(spec["model"], batch_norm, **spec.get("model_kwargs", {}))
 
-
-def forward_flops(net: Any, params: Any, state: Any, x: jax.Array) -> float:
-    """FLOPs of one forward pass per example (XLA's HLO cost analysis of the lowered program, no
-    compilation; 2·params if absent)."""
-    fn = jax.jit(lambda p, s, xb: net.apply(p, s, xb, mode="eval")[0])
-    try:
-        cost: Any = fn.lower(params, state, x[:8]).cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float(cost["flops"]) / 8
-    except Exception:  # noqa: BLE001 - a cost estimate must never stop a run
-        return 2.0 * float(ravel_pytree(params)[0].size)
 
 
 def train_one(spec: Mapping[str, Any], cfg: Mapping[str, Any], slot: str, batch_norm: bool,

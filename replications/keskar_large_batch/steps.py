@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 from replications.keskar_large_batch import models, theory
 from shared import data, plotting, resume
-from shared.benchmarking import print_projected_cost
+from shared.benchmarking import forward_flops, print_projected_cost
 from shared.curvature import hessian_operator, hutch_plus_plus, lanczos_eigs
 from shared.landscape import from_model
 from shared.module import FigureOut, StepResult
@@ -79,16 +79,6 @@ def load_data(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[Any, Any
     test = data.load(spec["dataset"], "test", **kw)
     return train, test, train.title
 
-
-def forward_flops(net: Network, params: Any, state: Any, x: jax.Array) -> float:
-    """FLOPs of one eval-mode forward pass per example (XLA's cost analysis; 2·params if absent)."""
-    fn = jax.jit(lambda p, s, xb: net.apply(p, s, xb, mode="eval")[0])
-    try:
-        cost: Any = fn.lower(params, state, x[:8]).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float(cost["flops"]) / 8
-    except Exception:  # noqa: BLE001 - a cost estimate must never stop a run
-        return 2.0 * float(ravel_pytree(params)[0].size)
 
 
 def member(tree: Any, i: int) -> Any:

@@ -35,6 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from replications.li_visualization import theory
 from shared import data, resume, seeds
+from shared.benchmarking import forward_flops
 from shared.landscape import from_model
 from shared.landscape.directions import biasbn_mask, pca_directions, random_direction
 from shared.landscape.hessian_maps import eigenvalue_map
@@ -43,7 +44,6 @@ from shared.landscape.surface import Objective, line, plane
 from shared.models import registry
 from shared.module import FigureOut, StepResult
 from shared.training import Arrays, StepDecayOptimizer, fit, init_network, random_crop_flip
-from shared.training.network import Network
 
 MODULE = "li_visualization"
 CPU_FLOPS = 4e10  # float32 FLOP/s assumed for the projected cost on 2 CPU cores
@@ -70,16 +70,6 @@ def load_sets(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "surface_name": f"{train.title} train" + (f", seeded subset of {len(surface)}" if surface is not train
                                                        else f", all {len(train)}")}
 
-
-def forward_flops(net: Network, params: Any, state: Any, x: jax.Array) -> float:
-    """FLOPs of one eval-mode forward pass per example (XLA's cost analysis; 2·params if absent)."""
-    fn = jax.jit(lambda p, s, xb: net.apply(p, s, xb, mode="eval")[0])
-    try:
-        cost: Any = fn.lower(params, state, x[:8]).cost_analysis()  # HLO cost analysis, no compilation
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float(cost["flops"]) / 8
-    except Exception:  # noqa: BLE001 - a cost estimate must never stop a run
-        return 2.0 * float(ravel_pytree(params)[0].size)
 
 
 def train_net(build: Any, key_name: tuple[Any, ...], sets: Mapping[str, Any], tcfg: Mapping[str, Any], *,
